@@ -1,0 +1,245 @@
+"""Structured configuration: the dataclasses below are the single source of defaults.
+
+YAML files in ``configs/`` only override them, and command-line ``key=value`` dotlist overrides
+override the YAML. Unknown keys and values of the wrong type are refused with a
+:class:`ConfigError` that names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+VARIANTS = ("stack", "simplified", "plain")
+DATASETS = ("sine", "mnist", "digits")
+LOGGERS = ("wandb", "csv", "none")
+WANDB_MODES = ("auto", "offline", "online", "disabled")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it and the valid choices."""
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the Deep Stack Network (SPEC section 1).
+
+    ``widths`` are the ReLU widths n_j (one per stack, 0 allowed); ``bottleneck`` are the
+    hidden bottleneck widths d_1..d_{J-1} (the last stack's output width is the data's output
+    dimension). ``variant``: ``stack`` (affine path A2 A1 of width min(d_in, d_out)),
+    ``simplified`` (direct skip matrix S) or ``plain`` (no skip path).
+    """
+
+    variant: str = "stack"
+    widths: list[int] = field(default_factory=lambda: [1024, 1024, 1024])
+    bottleneck: list[int] = field(default_factory=lambda: [1, 1])
+
+
+@dataclass
+class DataConfig:
+    """Data set and loading.
+
+    ``root`` for MNIST: a folder holding the IDX files (gzip or not), directly or under
+    ``MNIST/raw``; empty means ``$LIGHTNING_STACKS_DATA`` or ``./data``. ``val_size``: points held
+    out of the training set for validation (MNIST: 0 means validate on the test set, as the paper
+    reports test accuracy).
+    """
+
+    name: str = "sine"
+    root: str = ""
+    download: bool = True
+    n_train: int = 2000
+    n_val: int = 500
+    n_test: int = 2000
+    noise: float = 0.05
+    val_size: int = 0
+    eval_batch_size: int = 4096
+
+
+@dataclass
+class OptimConfig:
+    """Adam with two param groups: non-linear (V, b, W, c) and affine (A1, A2 or S)."""
+
+    lr: float = 1e-3
+    affine_lr_mult: float = 10.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class ScheduleConfig:
+    """The paper's schedule: an unregularized warm-up, then per epoch l2 rising geometrically,
+    LR falling geometrically and batch size growing geometrically until the last epoch.
+
+    ``l2_*`` is the coefficient per squared weight added to the mean loss for the non-linear
+    weights (V, b, W); the affine weights get ``affine_l2_mult`` times it; the bottleneck biases c
+    get none.
+    """
+
+    warmup_epochs: int = 2
+    l2_start: float = 1e-5
+    l2_end: float = 1e-4
+    affine_l2_mult: float = 1.0
+    lr_end_mult: float = 0.1
+    batch_start: int = 128
+    batch_end: int = 1024
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to ``pl.Trainer``. ``devices``: "auto", a count such as "2", or a list "0,1"."""
+
+    max_epochs: int = 30
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    log_every_n_steps: int = 50
+    enable_progress_bar: bool = True
+    progress_bar: str = "tqdm"
+    gradient_clip_val: float = 0.0
+    deterministic: bool = False
+    check_val_every_n_epoch: int = 1
+
+
+@dataclass
+class LoggerConfig:
+    """``kind``: wandb (offline unless an account is configured, see ``wandb_mode``), csv, none."""
+
+    kind: str = "wandb"
+    project: str = "lightning_stacks"
+    name: str = ""
+    wandb_mode: str = "auto"
+
+
+@dataclass
+class Config:
+    """The whole job. ``out_dir`` receives checkpoints, logs and reports."""
+
+    seed: int = 0
+    out_dir: str = "runs/default"
+    ckpt_path: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def _valid_keys(schema: Any, dotted: str) -> tuple[str, list[str]]:
+    """Walk ``dotted`` down the dataclass schema; return (parent path, valid keys there)."""
+    parts = dotted.split(".")
+    node = schema
+    parent: list[str] = []
+    for part in parts[:-1]:
+        names = {f.name: f for f in dataclasses.fields(node)}
+        if part not in names or not dataclasses.is_dataclass(getattr(node, part, None)):
+            break
+        node = getattr(node, part)
+        parent.append(part)
+    return ".".join(parent) or "<top level>", sorted(f.name for f in dataclasses.fields(node))
+
+
+def _merge(base: DictConfig, other: Any, schema: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except (ConfigKeyError, ConfigAttributeError) as err:
+        key = getattr(err, "full_key", None) or str(err)
+        parent, valid = _valid_keys(schema, str(key))
+        raise ConfigError(
+            f"unknown config key '{key}' (from {source}); valid keys under {parent}: {', '.join(valid)}"
+        ) from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "?")
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"bad value for config key '{key}' (from {source}): {msg}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Build a validated config: dataclass defaults <- YAML file <- ``key=value`` overrides.
+
+    Args:
+        path: optional YAML file with overrides of the defaults.
+        overrides: dotlist such as ``["trainer.max_epochs=3", "model.widths=[8,8]"]``.
+
+    Raises:
+        ConfigError: unknown key, wrong type, malformed override or invalid value.
+    """
+    schema = Config()
+    cfg = OmegaConf.structured(schema)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = OmegaConf.load(path)
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}")
+        cfg = _merge(cfg, loaded, schema, str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), schema, f"override '{item}'")
+    validate(cfg)
+    return cfg
+
+
+def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}='{value}' is not one of: {', '.join(allowed)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values that types alone cannot (choices, lengths, ranges)."""
+    m, d, s = cfg.model, cfg.data, cfg.schedule
+    _choice(m.variant, VARIANTS, "model.variant")
+    _choice(d.name, DATASETS, "data.name")
+    _choice(cfg.logger.kind, LOGGERS, "logger.kind")
+    _choice(cfg.logger.wandb_mode, WANDB_MODES, "logger.wandb_mode")
+    if len(m.widths) < 1:
+        raise ConfigError("model.widths needs at least one stack")
+    if any(n < 0 for n in m.widths):
+        raise ConfigError(f"model.widths must be >= 0, got {list(m.widths)}")
+    if len(m.bottleneck) != len(m.widths) - 1:
+        raise ConfigError(
+            f"model.bottleneck needs len(model.widths)-1 = {len(m.widths) - 1} entries "
+            f"(the last stack's width is the output dimension), got {list(m.bottleneck)}"
+        )
+    if any(b < 1 for b in m.bottleneck):
+        raise ConfigError(f"model.bottleneck widths must be >= 1, got {list(m.bottleneck)}")
+    if s.warmup_epochs < 0 or cfg.trainer.max_epochs < 1:
+        raise ConfigError("schedule.warmup_epochs must be >= 0 and trainer.max_epochs >= 1")
+    if min(s.l2_start, s.l2_end, s.affine_l2_mult) < 0:
+        raise ConfigError("schedule.l2_start, l2_end and affine_l2_mult must be >= 0")
+    if s.l2_start == 0 and s.l2_end > 0:
+        raise ConfigError("schedule.l2_start must be > 0 for a geometric ramp to l2_end > 0")
+    if s.batch_start < 1 or s.batch_end < 1 or s.lr_end_mult <= 0:
+        raise ConfigError("schedule.batch_start/batch_end must be >= 1 and lr_end_mult > 0")
+    if cfg.optim.lr <= 0 or cfg.optim.affine_lr_mult <= 0:
+        raise ConfigError("optim.lr and optim.affine_lr_mult must be > 0")
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError("optim.betas needs two values")
+    if min(d.n_train, d.n_val, d.n_test) < 1 and d.name == "sine":
+        raise ConfigError("data.n_train, n_val, n_test must be >= 1")
+    if d.noise < 0 or d.val_size < 0:
+        raise ConfigError("data.noise and data.val_size must be >= 0")
+    _choice(cfg.trainer.progress_bar, ("tqdm", "rich"), "trainer.progress_bar")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """A plain dict (for checkpoints and logger run configs)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def from_container(data: dict) -> DictConfig:
+    """Rebuild a validated config from a dict saved in a checkpoint (keys we no longer know fail)."""
+    schema = Config()
+    cfg = _merge(OmegaConf.structured(schema), data, schema, "checkpoint")
+    validate(cfg)
+    return cfg

@@ -1,0 +1,155 @@
+"""``StackModule``: the LightningModule that trains a :class:`DeepStackNetwork` the paper's way.
+
+- explicit l2 in the loss: ``l2 * (|V|^2 + |b|^2 + |W|^2) + l2_affine * (|A1|^2 + |A2|^2 or |S|^2)``,
+  nothing on the bottleneck biases c;
+- Adam with three param groups (non-linear weights, bottleneck biases, affine weights at
+  ``affine_lr_mult`` x LR);
+- per-epoch l2 / LR / batch size from :class:`Schedule` (the DataModule reads the batch size).
+
+Checkpoints carry the architecture (all widths and skip kinds) and the reduction history, so
+``StackModule.load_from_checkpoint(path)`` rebuilds the right shapes with no other input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchmetrics
+
+from . import names
+from .config import from_container
+from .data import DATAMODULES
+from .model import DeepStackNetwork
+from .schedule import Schedule
+
+ARCH_KEY = "architecture"
+
+
+class StackModule(pl.LightningModule):
+    """Args:
+        config: the job's config as a plain dict (see :mod:`lightning_stacks.config`).
+        architecture: shapes to build instead of ``config.model`` (set for reduced networks).
+        history: the reduction history (a list of JSON-able reports), carried in checkpoints.
+    """
+
+    def __init__(self, config: dict, architecture: dict | None = None, history: list | None = None):
+        super().__init__()
+        self.cfg = from_container(config)
+        dm_cls = DATAMODULES[self.cfg.data.name]
+        self.task = dm_cls.task
+        if architecture is None:
+            m = self.cfg.model
+            self.net = DeepStackNetwork.from_variant(dm_cls.input_dim, m.widths, m.bottleneck, dm_cls.output_dim, m.variant)
+        else:
+            self.net = DeepStackNetwork.from_architecture(architecture)
+            if self.net.input_dim != dm_cls.input_dim or self.net.output_dim != dm_cls.output_dim:
+                raise ValueError(
+                    f"architecture maps {self.net.input_dim} -> {self.net.output_dim} but data "
+                    f"'{self.cfg.data.name}' needs {dm_cls.input_dim} -> {dm_cls.output_dim}"
+                )
+        self.history: list = list(history or [])
+        self.save_hyperparameters({"config": config, ARCH_KEY: self.net.architecture(), "history": self.history})
+        self.schedule = Schedule(self.cfg.schedule, self.cfg.trainer.max_epochs)
+        self.l2_coef = 0.0
+        self.l2_affine_coef = 0.0
+        if self.task == "classification":
+            n_cls = dm_cls.output_dim
+            self.val_metric = torchmetrics.Accuracy(task="multiclass", num_classes=n_cls)
+            self.test_metric = torchmetrics.Accuracy(task="multiclass", num_classes=n_cls)
+        else:
+            # Per-sample squared error summed over outputs, averaged over samples (the paper's MSE);
+            # torchmetrics' MeanSquaredError would average over outputs too.
+            self.val_metric = torchmetrics.MeanMetric()
+            self.test_metric = torchmetrics.MeanMetric()
+
+    # ------------------------------------------------------------------ model and loss
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d_0) -> (B, d_J)
+        return self.net(x)
+
+    def data_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy, or the per-sample summed squared error averaged over the batch."""
+        if self.task == "classification":
+            return F.cross_entropy(out, y)
+        return (out - y).pow(2).sum(1).mean()
+
+    def l2_penalty(self) -> torch.Tensor:
+        """The explicit l2 term at the current epoch's coefficients (bottleneck biases excluded)."""
+        total = self.net.stacks[0].W.bias.new_zeros(())
+        for stack in self.net.stacks:
+            if self.l2_coef:
+                total = total + self.l2_coef * sum(p.pow(2).sum() for p in stack.nonlinear_parameters())
+            if self.l2_affine_coef and stack.skip != "none":
+                total = total + self.l2_affine_coef * sum(p.pow(2).sum() for p in stack.affine_parameters())
+        return total
+
+    # ------------------------------------------------------------------ optimizer and schedule
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Adam param groups: name, params, base LR and which l2 coefficient applies."""
+        lr, mult = self.cfg.optim.lr, self.cfg.optim.affine_lr_mult
+        stacks = self.net.stacks
+        groups = [
+            {"name": "nonlinear", "params": [p for s in stacks for p in s.nonlinear_parameters()], "base_lr": lr, "l2": "nonlinear"},
+            {"name": "bottleneck_bias", "params": [p for s in stacks for p in s.bias_parameters()], "base_lr": lr, "l2": "none"},
+            {"name": "affine", "params": [p for s in stacks for p in s.affine_parameters()], "base_lr": lr * mult, "l2": "affine"},
+        ]
+        groups = [g for g in groups if g["params"]]
+        for g in groups:
+            g["lr"] = g["base_lr"]
+        return groups
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        return torch.optim.Adam(self.param_groups(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+
+    def apply_schedule(self, epoch: int) -> None:
+        """Set this epoch's l2 coefficients and LRs (batch size is the DataModule's job)."""
+        s = self.schedule.at(epoch)
+        self.l2_coef, self.l2_affine_coef = s.l2, s.l2_affine
+        if self._trainer is not None:
+            for opt in self.trainer.optimizers:
+                for g in opt.param_groups:
+                    g["lr"] = g.get("base_lr", g["lr"]) * s.lr_mult
+
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        self.apply_schedule(epoch)
+        s = self.schedule.at(epoch)
+        self.log_dict(
+            {names.TRAIN_LAMBDA: s.l2, names.TRAIN_LR: self.cfg.optim.lr * s.lr_mult, names.TRAIN_BATCH_SIZE: float(s.batch_size)},
+            on_step=False, on_epoch=True,
+        )
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        data = self.data_loss(self(x), y)
+        l2 = self.l2_penalty()
+        loss = data + l2
+        self.log(names.TRAIN_LOSS, loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log(names.TRAIN_L2, l2, on_step=True, on_epoch=False)
+        return loss
+
+    def _eval_step(self, batch, metric, name: str) -> None:
+        x, y = batch
+        out = self(x)
+        if self.task == "classification":
+            metric.update(out, y)
+        else:
+            metric.update((out - y).pow(2).sum(1))
+        self.log(name, metric, on_step=False, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, self.val_metric, names.metric_name("val", self.task))
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, self.test_metric, names.metric_name("test", self.task))
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The network may have been reduced in place since __init__: save what it is now.
+        hp = checkpoint.setdefault("hyper_parameters", {})
+        hp[ARCH_KEY] = self.net.architecture()
+        hp["history"] = self.history

@@ -1,0 +1,120 @@
+"""Wiring for ``train.py``: logger, Trainer, checkpointing and the final report.
+
+Kept separate from the CLI so tests and other drivers build exactly the same Trainer.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+
+from . import names
+from .config import ConfigError, to_container
+from .data import build_datamodule
+from .evaluation import evaluate
+from .module import StackModule
+
+
+def wandb_is_configured() -> bool:
+    """True when the user has a WandB account set up (API key in env or ~/.netrc)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``auto`` -> ``$WANDB_MODE`` if set, else online with an account, else offline."""
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled"):
+        return env
+    return "online" if wandb_is_configured() else "offline"
+
+
+def build_logger(cfg: DictConfig):
+    """The Lightning logger named by ``logger.kind`` (``False`` for none)."""
+    kind, out = cfg.logger.kind, Path(cfg.out_dir)
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from pytorch_lightning.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(out), name="csv")
+    from pytorch_lightning.loggers import WandbLogger
+
+    mode = resolve_wandb_mode(cfg.logger.wandb_mode)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    logger = WandbLogger(
+        project=cfg.logger.project, name=cfg.logger.name or None, save_dir=str(out),
+        offline=(mode == "offline"), mode=mode, config=to_container(cfg),
+    )
+    return logger
+
+
+def parse_devices(devices: str):
+    """"auto" | "2" (a count) | "0,1" (a list of indices) -> what ``pl.Trainer`` takes."""
+    devices = str(devices).strip()
+    if devices == "auto":
+        return "auto"
+    try:
+        if "," in devices:
+            return [int(d) for d in devices.split(",") if d.strip()]
+        return int(devices)
+    except ValueError:
+        raise ConfigError(f"trainer.devices='{devices}' is not 'auto', a count or a list like '0,1'") from None
+
+
+def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, max_epochs: int | None = None) -> pl.Trainer:
+    """A Trainer for ``cfg`` with a checkpoint callback writing ``out_dir/checkpoints/last.ckpt``."""
+    t = cfg.trainer
+    out = Path(cfg.out_dir)
+    ckpt = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0, every_n_epochs=1)
+    bar = RichProgressBar() if t.progress_bar == "rich" else TQDMProgressBar(refresh_rate=20)
+    cbs = [ckpt] + ([bar] if t.enable_progress_bar else []) + list(callbacks or [])
+    return pl.Trainer(
+        max_epochs=max_epochs if max_epochs is not None else t.max_epochs,
+        accelerator=t.accelerator, devices=parse_devices(t.devices), strategy=t.strategy,
+        num_nodes=t.num_nodes, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.enable_progress_bar, gradient_clip_val=t.gradient_clip_val or None,
+        deterministic=t.deterministic, check_val_every_n_epoch=t.check_val_every_n_epoch,
+        reload_dataloaders_every_n_epochs=1,  # the batch size grows per epoch
+        use_distributed_sampler=False,  # TensorBatchLoader shards itself by rank
+        default_root_dir=str(out), callbacks=cbs,
+        logger=build_logger(cfg) if logger is None else logger,
+    )
+
+
+def final_metrics(module: StackModule, dm) -> dict[str, float]:
+    """Metrics on train/val/test computed outside the Trainer (same code as the reduction uses)."""
+    task = module.task
+    out = {}
+    for split in ("train", "val", "test"):
+        x, y = dm.split(split)
+        out[names.metric_name(split, task).replace("/", "_")] = evaluate(module.net, x, y, task)
+    return out
+
+
+def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Trainer]:
+    """Seed, build, fit and (on rank 0) report; the final checkpoint is ``out_dir/final.ckpt``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    module = StackModule(to_container(cfg))
+    dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
+    trainer = build_trainer(cfg)
+    ckpt_path = cfg.ckpt_path or None
+    if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path '{ckpt_path}' does not exist")
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    final = Path(cfg.out_dir) / "final.ckpt"
+    trainer.save_checkpoint(str(final))
+    metrics = final_metrics(module, dm) if trainer.is_global_zero else {}
+    return module, metrics, trainer

@@ -1,0 +1,43 @@
+"""Train a Deep Stack Network.
+
+    python train.py                                   # composite sine, the embedded default
+    python train.py configs/sine.yaml                 # the paper's sine setup (table 1)
+    python train.py configs/mnist.yaml data.root=../shared/data/mnist
+    python train.py configs/debug.yaml logger.kind=csv trainer.max_epochs=2
+    python train.py configs/mnist.yaml trainer.accelerator=cpu trainer.devices=2 trainer.strategy=ddp
+
+Arguments: an optional YAML file, then ``key=value`` overrides of any config key
+(see ``lightning_stacks/config.py``). The last line printed is ``val_mse=<x>`` or ``val_acc=<x>``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning_stacks.cli import split_args
+from lightning_stacks.config import ConfigError, load_config
+from lightning_stacks.data import DataError
+
+
+def main(argv: list[str]) -> int:
+    try:
+        path, overrides = split_args(argv)
+        cfg = load_config(path, overrides)
+        from lightning_stacks.training import run_training  # heavy imports after arg checks
+
+        module, metrics, trainer = run_training(cfg)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if trainer.is_global_zero:
+        widths = "/".join(str(n) for n in module.net.widths)
+        print(f"neurons per stack: {widths} (total {sum(module.net.widths)})")
+        print(f"checkpoint: {cfg.out_dir}/final.ckpt")
+        val_key = next(k for k in metrics if k.startswith("val_"))
+        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != val_key))
+        print(f"{val_key}={metrics[val_key]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
