@@ -119,6 +119,30 @@ class LoggerConfig:
 
 
 @dataclass
+class ReduceConfig:
+    """The Reduction Algorithm's settings (``reduce.py`` and the reduction callback).
+
+    Manual mode: per-stack ``tolerances`` (step 2) and ``clusters`` (step 3; 0 = do not cluster
+    that stack); an empty list skips the step. Automatic mode: ``max_drop`` in [0, 1] (accuracy
+    points, or relative MSE increase, on the ``reference`` split); -1 = manual.
+    ``sample``: step 1 checks this many random training inputs (0 = all).
+    ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
+    ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
+    """
+
+    outside: bool = True
+    sample: int = 0
+    tolerances: list[float] = field(default_factory=list)
+    clusters: list[int] = field(default_factory=list)
+    max_drop: float = -1.0
+    reference: str = "train"
+    seed: int = 0
+    kmeans_n_init: int = 3
+    device: str = "auto"
+    output: str = ""
+
+
+@dataclass
 class Config:
     """The whole job. ``out_dir`` receives checkpoints, logs and reports."""
 
@@ -131,6 +155,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
 
 
 def _valid_keys(schema: Any, dotted: str) -> tuple[str, list[str]]:
@@ -162,10 +187,11 @@ def _merge(base: DictConfig, other: Any, schema: Any, source: str) -> DictConfig
         raise ConfigError(f"bad value for config key '{key}' (from {source}): {msg}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
-    """Build a validated config: dataclass defaults <- YAML file <- ``key=value`` overrides.
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> DictConfig:
+    """Build a validated config: dataclass defaults <- ``base`` <- YAML file <- overrides.
 
     Args:
+        base: a saved config (e.g. a checkpoint's) to start from instead of the bare defaults.
         path: optional YAML file with overrides of the defaults.
         overrides: dotlist such as ``["trainer.max_epochs=3", "model.widths=[8,8]"]``.
 
@@ -174,6 +200,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     schema = Config()
     cfg = OmegaConf.structured(schema)
+    if base is not None:
+        cfg = _merge(cfg, base, schema, "checkpoint")
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -230,6 +258,16 @@ def validate(cfg: DictConfig) -> None:
     if d.noise < 0 or d.val_size < 0:
         raise ConfigError("data.noise and data.val_size must be >= 0")
     _choice(cfg.trainer.progress_bar, ("tqdm", "rich"), "trainer.progress_bar")
+    r = cfg.reduce
+    _choice(r.reference, ("train", "val", "test"), "reduce.reference")
+    if r.max_drop != -1.0 and not 0 <= r.max_drop <= 1:
+        raise ConfigError(f"reduce.max_drop must be in [0, 1] (or -1 for manual mode), got {r.max_drop}")
+    if any(not t >= 0 for t in r.tolerances):
+        raise ConfigError(f"reduce.tolerances must all be >= 0, got {list(r.tolerances)}")
+    if any(k < 0 for k in r.clusters):
+        raise ConfigError(f"reduce.clusters must all be >= 0 (0 = no clustering), got {list(r.clusters)}")
+    if r.sample < 0 or r.kmeans_n_init < 1:
+        raise ConfigError("reduce.sample must be >= 0 and reduce.kmeans_n_init >= 1")
 
 
 def to_container(cfg: DictConfig) -> dict:
@@ -239,7 +277,4 @@ def to_container(cfg: DictConfig) -> dict:
 
 def from_container(data: dict) -> DictConfig:
     """Rebuild a validated config from a dict saved in a checkpoint (keys we no longer know fail)."""
-    schema = Config()
-    cfg = _merge(OmegaConf.structured(schema), data, schema, "checkpoint")
-    validate(cfg)
-    return cfg
+    return load_config(base=data)

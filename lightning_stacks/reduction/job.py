@@ -1,0 +1,80 @@
+"""``reduce.py``'s job: checkpoint in, reduced checkpoint + report out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from ..checkpoint import load_module, save_module
+from ..config import to_container
+from ..data import build_datamodule
+from ..evaluation import evaluate
+from ..module import StackModule
+from .pipeline import ReduceSettings, ReductionError, ReductionReport, StepRecord, reduce_network
+
+
+def settings_from_config(r) -> ReduceSettings:
+    """``ReduceConfig`` -> :class:`ReduceSettings`."""
+    return ReduceSettings(
+        outside=r.outside, sample=r.sample, tolerances=[float(t) for t in r.tolerances],
+        clusters=[int(k) for k in r.clusters], max_drop=float(r.max_drop), seed=r.seed,
+        kmeans_n_init=r.kmeans_n_init,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ReductionError(f"reduce.device='{name}' is not a device (use auto, cpu, cuda, cuda:0)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ReductionError(f"reduce.device='{name}' but CUDA is not available")
+    return dev
+
+
+def print_step(rec: StepRecord) -> None:
+    widths = "/".join(str(n) for n in rec.widths)
+    metrics = " ".join(f"{k}={v:.4f}" for k, v in rec.metrics.items())
+    print(f"[reduce] {rec.step:<8} neurons {widths:<16} {metrics} max|dout|={rec.max_output_change:.2e} ({rec.seconds:.2f}s)", flush=True)
+
+
+def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step) -> tuple[StackModule, ReductionReport]:
+    """Reduce a module's network on its training data; returns a new module and the report.
+
+    The new module carries the same config, the reduced architecture and the history extended
+    by this report.
+    """
+    dm = dm or build_datamodule(cfg.data, seed=cfg.seed)
+    x_train, y_train = dm.split("train")
+    net = module.net
+    if x_train.dim() != 2 or x_train.shape[1] != net.input_dim:
+        raise ReductionError(f"data '{cfg.data.name}' has inputs of shape {tuple(x_train.shape[1:])}, the model expects ({net.input_dim},)")
+    device = resolve_device(cfg.reduce.device)
+    net = net.to(device)
+    x_ref, y_ref = dm.split(cfg.reduce.reference)
+    splits = {"train": dm.split("train"), "test": dm.split("test")}
+
+    def evaluator(candidate):
+        return {name: evaluate(candidate, x, y, module.task) for name, (x, y) in splits.items()}
+
+    reduced, report = reduce_network(
+        net, x_train, settings_from_config(cfg.reduce), task=module.task, x_ref=x_ref, y_ref=y_ref,
+        evaluate=evaluator, log=log,
+    )
+    new = StackModule(to_container(cfg), architecture=reduced.architecture(), history=module.history + [report.to_dict()])
+    new.net.load_state_dict(reduced.cpu().state_dict())
+    return new, report
+
+
+def run_reduce(ckpt_path: str, cfg: DictConfig) -> tuple[StackModule, ReductionReport, Path]:
+    """Load, reduce, save ``<out>.ckpt`` and ``<out>.json``; returns the module, report, path."""
+    module = load_module(ckpt_path, to_container(cfg))
+    new, report = reduce_module(module, cfg)
+    out = Path(cfg.reduce.output) if cfg.reduce.output else Path(ckpt_path).with_name(Path(ckpt_path).stem + "_reduced.ckpt")
+    save_module(new, out)
+    report.save(out.with_suffix(".json"))
+    return new, report, out

@@ -1,0 +1,428 @@
+"""The Reduction Algorithm on a whole :class:`DeepStackNetwork` (SPEC section 2).
+
+Order (as in the paper's tables): step 1 on every stack in order (each stack's inputs are
+recomputed through the already-reduced earlier stacks, which step 1 leaves unchanged on the
+checked inputs), then step 2 on every stack, then step 3 on every stack. Each step yields a
+:class:`StepRecord`; together they form a :class:`ReductionReport` (printed like table 1/2 and
+saved as JSON).
+
+Manual mode takes per-stack tolerances and cluster counts. Automatic mode (``max_drop``) picks
+them by binary search so that the metric on a reference set drops by at most ``max_drop``
+(accuracy points for classification, relative MSE increase for regression); the budget is
+spent evenly over the 2J lossy stages (weak/cluster of each stack).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..evaluation import metric_from_outputs
+from ..model import DeepStackNetwork
+from .core import (
+    SCAN_BLOCK_BYTES,
+    StackWeights,
+    cluster_stack,
+    find_outside_neurons,
+    fold_always_active,
+    remove_weak,
+    weak_scores,
+)
+
+
+class ReductionError(ValueError):
+    """Invalid reduction settings or data; the message names the problem."""
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass
+class ReduceSettings:
+    """What to reduce and how (mirrors ``ReduceConfig`` in the config).
+
+    Attributes:
+        outside: run step 1 (exact on the checked inputs).
+        sample: check only this many random inputs in step 1 (0 = all of them).
+        tolerances: per-stack step-2 tolerances (empty = skip step 2, unless automatic).
+        clusters: per-stack step-3 cluster counts; 0 = leave that stack unclustered (empty =
+            skip step 3, unless automatic).
+        max_drop: automatic mode when >= 0: the largest allowed metric drop on the reference set.
+        seed: k-means and sampling seed.
+        kmeans_n_init: k-means restarts.
+    """
+
+    outside: bool = True
+    sample: int = 0
+    tolerances: list[float] = field(default_factory=list)
+    clusters: list[int] = field(default_factory=list)
+    max_drop: float = -1.0
+    seed: int = 0
+    kmeans_n_init: int = 3
+
+    @property
+    def automatic(self) -> bool:
+        return self.max_drop >= 0
+
+    def validate(self, widths: list[int]) -> None:
+        J = len(widths)
+        if self.sample < 0:
+            raise ReductionError(f"sample must be >= 0 (0 = all inputs), got {self.sample}")
+        if self.automatic:
+            if not 0 <= self.max_drop <= 1:
+                raise ReductionError(f"max_drop must be in [0, 1], got {self.max_drop}")
+            if self.tolerances or self.clusters:
+                raise ReductionError("give either max_drop (automatic) or tolerances/clusters (manual), not both")
+        elif self.max_drop != -1.0 and not 0 <= self.max_drop <= 1:
+            raise ReductionError(f"max_drop must be in [0, 1] (or -1 for manual mode), got {self.max_drop}")
+        for name, vals in (("tolerances", self.tolerances), ("clusters", self.clusters)):
+            if vals and len(vals) != J:
+                raise ReductionError(f"{name} needs one value per stack ({J}), got {list(vals)}")
+        for j, t in enumerate(self.tolerances):
+            if not t >= 0:
+                raise ReductionError(f"tolerance for stack {j + 1} must be >= 0, got {t}")
+        for j, (k, n) in enumerate(zip(self.clusters, widths, strict=False)):
+            if k < 0:
+                raise ReductionError(f"clusters for stack {j + 1} must be >= 0 (0 = no clustering), got {k}")
+            if k > n:
+                raise ReductionError(f"clusters for stack {j + 1} is {k} > its {n} neurons (K must be <= n)")
+        if self.kmeans_n_init < 1:
+            raise ReductionError(f"kmeans_n_init must be >= 1, got {self.kmeans_n_init}")
+
+
+# --------------------------------------------------------------------------- report
+@dataclass
+class StepRecord:
+    """One row of the paper's table."""
+
+    step: str  # full | outside | weak | cluster
+    widths: list[int]
+    metrics: dict[str, float] = field(default_factory=dict)
+    max_output_change: float = 0.0
+    seconds: float = 0.0  # the reduction itself, evaluation excluded
+    details: list[dict] = field(default_factory=list)  # per stack
+
+
+@dataclass
+class ReductionReport:
+    task: str
+    steps: list[StepRecord] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    evaluations: int = 0  # metric evaluations spent by the automatic search
+    reduce_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+    def table(self) -> str:
+        """The paper's table 1/2 layout."""
+        metric = "acc" if self.task == "classification" else "MSE"
+        J = len(self.steps[0].widths) if self.steps else 0
+        head = f"{'step':<9}" + "".join(f"{'n' + str(j + 1):>7}" for j in range(J))
+        head += f"{'train ' + metric:>12}{'test ' + metric:>12}{'max|dout|':>11}{'time s':>9}"
+        lines = [head, "-" * len(head)]
+        for s in self.steps:
+            row = f"{s.step:<9}" + "".join(f"{n:>7}" for n in s.widths)
+            row += f"{s.metrics.get('train', float('nan')):>12.4f}{s.metrics.get('test', float('nan')):>12.4f}"
+            row += f"{s.max_output_change:>11.2e}{s.seconds:>9.2f}"
+            lines.append(row)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+
+# --------------------------------------------------------------------------- module <-> tensors
+def stack_weights(net: DeepStackNetwork) -> list[StackWeights]:
+    """Detached copies of every stack's parameters."""
+    out = []
+    for s in net.stacks:
+        extra = {}
+        if s.skip == "affine":
+            extra = {"A1": s.A1.weight.detach().clone(), "A2": s.A2.weight.detach().clone()}
+        elif s.skip == "direct":
+            extra = {"S": s.S.weight.detach().clone()}
+        out.append(StackWeights(s.V.weight.detach().clone(), s.V.bias.detach().clone(), s.W.weight.detach().clone(),
+                                s.W.bias.detach().clone(), skip=s.skip, **extra))
+    return out
+
+
+def build_network(stacks: list[StackWeights]) -> DeepStackNetwork:
+    """A new network whose parameters are exactly ``stacks`` (same device and dtype)."""
+    ref = stacks[0].V
+    net = DeepStackNetwork(stacks[0].d_in, [s.n for s in stacks], [s.d_out for s in stacks], [s.skip for s in stacks])
+    net = net.to(device=ref.device, dtype=ref.dtype)
+    with torch.no_grad():
+        for mod, st in zip(net.stacks, stacks, strict=True):
+            mod.V.weight.copy_(st.V), mod.V.bias.copy_(st.b), mod.W.weight.copy_(st.W), mod.W.bias.copy_(st.c)
+            if st.skip == "affine":
+                mod.A1.weight.copy_(st.A1), mod.A2.weight.copy_(st.A2)
+            elif st.skip == "direct":
+                mod.S.weight.copy_(st.S)
+    return net
+
+
+def run_stacks(stacks: list[StackWeights], z: torch.Tensor, start: int = 0, chunk: int = 16384) -> torch.Tensor:
+    """Forward z_{start} (N, d) through ``stacks[start:]`` in chunks."""
+    if not stacks[start:]:
+        return z
+    outs = []
+    for i in range(0, z.shape[0], chunk):
+        h = z[i : i + chunk]
+        for st in stacks[start:]:
+            h = st.forward(h)
+        outs.append(h)
+    return torch.cat(outs)
+
+
+def scan_stack(st: StackWeights, Z: torch.Tensor, need_output: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One pass over Z (N, d_in): min/max pre-activation per neuron (n,) and, if asked, the stack's
+    output (N, d_out) from the same pre-activation blocks (one matmul per block, not two)."""
+    n = st.n
+    hmin = torch.full((n,), float("inf"), dtype=st.V.dtype, device=st.V.device)
+    hmax = torch.full((n,), float("-inf"), dtype=st.V.dtype, device=st.V.device)
+    outs = []
+    chunk = max(1, SCAN_BLOCK_BYTES // (max(n, 1) * st.V.element_size()))
+    aff = st.affine_matrix().T if st.skip != "none" else None
+    for i in range(0, Z.shape[0], chunk):
+        z = Z[i : i + chunk]
+        H = torch.addmm(st.b, z, st.V.T)  # (B, n)
+        if n:
+            hmin = torch.minimum(hmin, H.amin(0))
+            hmax = torch.maximum(hmax, H.amax(0))
+        if need_output:
+            out = torch.addmm(st.c, H.clamp_min_(0), st.W.T)  # (B, d_out)
+            if aff is not None:
+                out = out.addmm_(z, aff)
+            outs.append(out)
+    return hmin, hmax, (torch.cat(outs) if need_output else None)
+
+
+# --------------------------------------------------------------------------- steps, network-wide
+def step_outside(stacks: list[StackWeights], x: torch.Tensor) -> tuple[list[StackWeights], list[dict]]:
+    """Step 1 on every stack in order, checking the inputs x (N, d_0)."""
+    out, details, z = [], [], x
+    for j, st in enumerate(stacks):
+        last = j == len(stacks) - 1
+        hmin, hmax, z_next = scan_stack(st, z, need_output=not last)
+        dead, active = find_outside_neurons(hmin, hmax)
+        if z.shape[0] == 0:  # nothing checked: decide nothing
+            dead = active = torch.zeros_like(dead)
+        red = fold_always_active(st, active)
+        red = red.keep(~dead[~active])
+        details.append({"stack": j + 1, "dead": int(dead.sum()), "always_active": int(active.sum()), "before": st.n, "after": red.n})
+        out.append(red)
+        z = z_next
+    return out, details
+
+
+def step_weak(stacks: list[StackWeights], tolerances: list[float]) -> tuple[list[StackWeights], list[dict]]:
+    out, details = [], []
+    for j, (st, tol) in enumerate(zip(stacks, tolerances, strict=True)):
+        red, bound, removed = remove_weak(st, tol)
+        details.append({"stack": j + 1, "tolerance": float(tol), "removed": removed, "bound_coef": bound, "before": st.n, "after": red.n})
+        out.append(red)
+    return out, details
+
+
+def step_cluster(stacks: list[StackWeights], clusters: list[int], seed: int, n_init: int) -> tuple[list[StackWeights], list[dict]]:
+    out, details = [], []
+    for j, (st, k) in enumerate(zip(stacks, clusters, strict=True)):
+        if k == 0 or k >= st.n:
+            red, info = st, None
+        else:
+            red, info = cluster_stack(st, k, seed=seed + j, n_init=n_init)
+        details.append({"stack": j + 1, "clusters": int(k), "before": st.n, "after": red.n, "dropped": info.dropped if info else 0})
+        out.append(red)
+    return out, details
+
+
+# --------------------------------------------------------------------------- automatic search
+class _Budget:
+    """Evaluates candidate stacks on the reference set and checks the metric drop."""
+
+    def __init__(self, stacks, x_ref, y_ref, task, max_drop, stages):
+        self.task, self.y_ref, self.max_drop, self.stages = task, y_ref, max_drop, stages
+        self.x_ref = x_ref
+        self.ref_metric = metric_from_outputs(run_stacks(stacks, x_ref), y_ref, task)
+        self.evaluations = 0
+
+    def drop(self, metric: float) -> float:
+        if self.task == "classification":
+            return self.ref_metric - metric
+        return (metric - self.ref_metric) / max(self.ref_metric, 1e-30)
+
+    def allowed(self, stage: int) -> float:
+        return self.max_drop * (stage + 1) / self.stages
+
+    def ok(self, stacks, j, cand, z_j, stage) -> bool:
+        trial = list(stacks)
+        trial[j] = cand
+        self.evaluations += 1
+        metric = metric_from_outputs(run_stacks(trial, z_j, start=j), self.y_ref, self.task)
+        return self.drop(metric) <= self.allowed(stage) + 1e-12
+
+
+def _largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+    """Largest r in [lo, hi] with ok(r), assuming ok(lo) and monotone ok."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init):
+    """Automatic mode: per stack, the largest weak-removal prefix and then the fewest clusters
+    whose metric drop on (x_ref, y_ref) stays within the ramped budget. Returns the reduced
+    stacks after each phase, the chosen settings and the number of evaluations."""
+    J = len(stacks)
+    budget = _Budget(stacks, x_ref, y_ref, task, max_drop, stages=2 * J)
+    tolerances, clusters = [], []
+    z = x_ref
+    after_weak = list(stacks)
+    for j in range(J):
+        st = after_weak[j]
+        scores = weak_scores(st).double()
+        order = torch.argsort(scores, stable=True)
+        csum = torch.cumsum(scores[order], 0)
+
+        def weak_cand(r, st=st, order=order):
+            keep = torch.ones(st.n, dtype=torch.bool, device=st.V.device)
+            keep[order[:r]] = False
+            return st.keep(keep)
+
+        r = _largest_ok(0, st.n, lambda r, j=j, z=z: r == 0 or budget.ok(after_weak, j, weak_cand(r), z, j))
+        # tolerance = cumulative score of the removed prefix (ties: a little more cannot add neurons)
+        tolerances.append(float(csum[r - 1]) if r > 0 else 0.0)
+        after_weak[j] = weak_cand(r)
+        z = run_stacks([after_weak[j]], z)  # inputs of stack j+1 after its predecessor's weak step
+    after_cluster = list(after_weak)
+    z = x_ref
+    for j in range(J):
+        st = after_cluster[j]
+        cache: dict[int, StackWeights] = {}
+
+        def clus_cand(k, st=st, cache=cache, j=j):
+            if k not in cache:
+                cache[k] = st if k >= st.n else cluster_stack(st, k, seed=seed + j, n_init=n_init)[0]
+            return cache[k]
+
+        stage = J + j
+        if st.n == 0:
+            clusters.append(0)
+        else:
+            # smallest K that is ok == largest (n - K) that is ok
+            slack = _largest_ok(0, st.n - 1, lambda t, j=j, z=z, st=st: t == 0 or budget.ok(after_cluster, j, clus_cand(st.n - t), z, stage))
+            k = st.n - slack
+            clusters.append(k)
+            after_cluster[j] = clus_cand(k)
+        z = run_stacks([after_cluster[j]], z)
+    return after_weak, after_cluster, tolerances, clusters, budget
+
+
+# --------------------------------------------------------------------------- driver
+Evaluator = Callable[[DeepStackNetwork], dict[str, float]]
+
+
+def reduce_network(
+    net: DeepStackNetwork,
+    x_check: torch.Tensor,
+    settings: ReduceSettings,
+    task: str = "classification",
+    y_ref: torch.Tensor | None = None,
+    x_ref: torch.Tensor | None = None,
+    evaluate: Evaluator | None = None,
+    log: Callable[[StepRecord], None] | None = None,
+) -> tuple[DeepStackNetwork, ReductionReport]:
+    """Reduce ``net`` (not modified) and return the reduced copy and the report.
+
+    Args:
+        net: the trained network (any device; the reduction runs there).
+        x_check: step-1 inputs (N, d_0), normally all training inputs.
+        settings: manual or automatic settings.
+        task: ``classification`` or ``regression`` (for automatic mode's metric).
+        x_ref, y_ref: reference set for automatic mode (default: x_check with y_ref).
+        evaluate: optional ``net -> {"train": m, "test": m}`` called after every step (its time
+            is reported separately and excluded from ``reduce_seconds``).
+        log: optional callback called with each finished :class:`StepRecord`.
+    """
+    widths = net.widths
+    settings.validate(widths)
+    if x_check.dim() != 2 or x_check.shape[1] != net.input_dim:
+        raise ReductionError(f"inputs must have shape (N, {net.input_dim}) for this network, got {tuple(x_check.shape)}")
+    device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
+    report = ReductionReport(task=task, settings=asdict(settings))
+    stacks = stack_weights(net)
+    x_all = x_check.to(device, dtype)
+    x = x_all
+    if settings.sample and settings.sample < x_all.shape[0]:
+        g = torch.Generator().manual_seed(settings.seed)
+        x = x_all[torch.randperm(x_all.shape[0], generator=g)[: settings.sample].to(device)]
+    if settings.automatic:
+        if y_ref is None:
+            raise ReductionError("automatic mode (max_drop) needs reference labels y_ref")
+        x_ref = x_all if x_ref is None else x_ref.to(device, dtype)
+        if x_ref.shape[0] != y_ref.shape[0]:
+            raise ReductionError(f"reference inputs ({x_ref.shape[0]}) and labels ({y_ref.shape[0]}) differ in length")
+        y_ref = y_ref.to(device)
+
+    t_eval = 0.0
+    out_ref = None
+
+    def record(step: str, current: list[StackWeights], seconds: float, details: list[dict]) -> None:
+        nonlocal t_eval, out_ref
+        t0 = time.perf_counter()
+        rec = StepRecord(step=step, widths=[s.n for s in current], seconds=seconds, details=details)
+        outs = run_stacks(current, x)
+        if out_ref is None:
+            out_ref = outs
+        rec.max_output_change = float((outs - out_ref).abs().max()) if outs.numel() else 0.0
+        if evaluate is not None:
+            rec.metrics = evaluate(build_network(current))
+        t_eval += time.perf_counter() - t0
+        report.steps.append(rec)
+        if log is not None:
+            log(rec)
+
+    record("full", stacks, 0.0, [])
+    t_red = 0.0
+    if settings.outside:
+        t0 = time.perf_counter()
+        stacks, det = step_outside(stacks, x)
+        t_red += (dt := time.perf_counter() - t0)
+        record("outside", stacks, dt, det)
+    if settings.automatic:
+        t0 = time.perf_counter()
+        after_weak, after_cluster, tols, ks, budget = auto_tolerances_and_clusters(
+            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init)
+        dt = time.perf_counter() - t0
+        t_red += dt
+        report.evaluations = budget.evaluations
+        wdet = [{"stack": j + 1, "tolerance": t, "before": a.n, "after": b.n} for j, (t, a, b) in enumerate(zip(tols, stacks, after_weak, strict=True))]
+        record("weak", after_weak, dt / 2, wdet)
+        cdet = [{"stack": j + 1, "clusters": k, "before": a.n, "after": b.n} for j, (k, a, b) in enumerate(zip(ks, after_weak, after_cluster, strict=True))]
+        record("cluster", after_cluster, dt / 2, cdet)
+        report.settings.update({"chosen_tolerances": tols, "chosen_clusters": ks})
+        stacks = after_cluster
+    else:
+        if settings.tolerances:
+            t0 = time.perf_counter()
+            stacks, det = step_weak(stacks, list(settings.tolerances))
+            t_red += (dt := time.perf_counter() - t0)
+            record("weak", stacks, dt, det)
+        if settings.clusters:
+            t0 = time.perf_counter()
+            stacks, det = step_cluster(stacks, list(settings.clusters), settings.seed, settings.kmeans_n_init)
+            t_red += (dt := time.perf_counter() - t0)
+            record("cluster", stacks, dt, det)
+    report.reduce_seconds = t_red
+    report.eval_seconds = t_eval
+    reduced = build_network(stacks)
+    return reduced, report
