@@ -5,6 +5,7 @@
     python train.py configs/mnist.yaml data.root=../shared/data/mnist
     python train.py configs/debug.yaml logger.kind=csv trainer.max_epochs=2
     python train.py configs/mnist.yaml trainer.accelerator=cpu trainer.devices=2 trainer.strategy=ddp
+    python train.py configs/sine_table1.yaml          # train, then reduce (the paper's table 1)
 
 Arguments: an optional YAML file, then ``key=value`` overrides of any config key
 (see ``lightning_stacks/config.py``). The last line printed is ``val_mse=<x>`` or ``val_acc=<x>``.
@@ -33,6 +34,12 @@ def main(argv: list[str]) -> int:
         widths = "/".join(str(n) for n in module.net.widths)
         print(f"neurons per stack: {widths} (total {sum(module.net.widths)})")
         print(f"checkpoint: {cfg.out_dir}/final.ckpt")
+        if cfg.reduce.after_training:
+            from lightning_stacks.reduction.job import reduce_after_training
+
+            report, out = reduce_after_training(module, cfg)
+            print(report.table())
+            print(f"reduced checkpoint: {out}")
         val_key = next(k for k in metrics if k.startswith("val_"))
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != val_key))
         print(f"{val_key}={metrics[val_key]:.4f}")

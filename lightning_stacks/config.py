@@ -54,7 +54,7 @@ class DataConfig:
     root: str = ""
     download: bool = True
     n_train: int = 2000
-    n_val: int = 500
+    n_val: int = 2000
     n_test: int = 2000
     noise: float = 0.05
     val_size: int = 0
@@ -128,6 +128,7 @@ class ReduceConfig:
     ``sample``: step 1 checks this many random training inputs (0 = all).
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
+    ``after_training``: ``train.py`` reduces its final network and writes ``final_reduced.ckpt``.
     """
 
     outside: bool = True
@@ -140,6 +141,7 @@ class ReduceConfig:
     kmeans_n_init: int = 3
     device: str = "auto"
     output: str = ""
+    after_training: bool = False
 
 
 @dataclass

@@ -78,3 +78,12 @@ def run_reduce(ckpt_path: str, cfg: DictConfig) -> tuple[StackModule, ReductionR
     save_module(new, out)
     report.save(out.with_suffix(".json"))
     return new, report, out
+
+
+def reduce_after_training(module: StackModule, cfg: DictConfig) -> tuple[ReductionReport, Path]:
+    """``train.py`` with ``reduce.after_training``: reduce the trained module, save beside final.ckpt."""
+    new, report = reduce_module(module, cfg)
+    out = Path(cfg.reduce.output) if cfg.reduce.output else Path(cfg.out_dir) / "final_reduced.ckpt"
+    save_module(new, out)
+    report.save(out.with_suffix(".json"))
+    return report, out

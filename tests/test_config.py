@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from lightning_stacks.config import ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_are_the_paper_sine_network():
+    cfg = load_config()
+    assert cfg.data.name == "sine" and list(cfg.model.widths) == [1024, 1024, 1024]
+    assert list(cfg.model.bottleneck) == [1, 1] and cfg.model.variant == "stack"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    load_config(path)
+
+
+def test_overrides_apply_and_convert_types():
+    cfg = load_config(None, ["trainer.max_epochs=3", "model.widths=[4,5,6]", "optim.lr=0.01"])
+    assert cfg.trainer.max_epochs == 3 and list(cfg.model.widths) == [4, 5, 6] and cfg.optim.lr == 0.01
+
+
+def test_unknown_key_names_valid_keys():
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.widht'.*valid keys under model: bottleneck, variant, widths"):
+        load_config(None, ["model.widht=[3]"])
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'epochs'.*valid keys under <top level>:.*trainer"):
+        load_config(None, ["epochs=3"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"bad value for config key 'trainer.max_epochs'"):
+        load_config(None, ["trainer.max_epochs=many"])
+
+
+def test_bad_choice_lists_choices():
+    with pytest.raises(ConfigError, match=r"model.variant='resnet' is not one of: stack, simplified, plain"):
+        load_config(None, ["model.variant=resnet"])
+
+
+def test_bottleneck_length_must_match_stacks():
+    with pytest.raises(ConfigError, match=r"model.bottleneck needs len\(model.widths\)-1 = 2"):
+        load_config(None, ["model.bottleneck=[4]"])
+
+
+def test_yaml_unknown_key_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("trainer:\n  max_epoch: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'trainer.max_epoch' \(from .*bad.yaml\).*max_epochs"):
+        load_config(p)
+
+
+def test_missing_file_and_malformed_override():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("nope.yaml")
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(None, ["trainer.max_epochs"])
+
+
+@pytest.mark.parametrize("override,pattern", [
+    ("reduce.max_drop=2", r"reduce.max_drop must be in \[0, 1\]"),
+    ("reduce.tolerances=[1,-1,1]", "reduce.tolerances must all be >= 0"),
+    ("reduce.clusters=[1,-1,1]", "reduce.clusters must all be >= 0"),
+    ("model.widths=[4,-1,4]", "model.widths must be >= 0"),
+    ("schedule.batch_start=0", "batch_start/batch_end must be >= 1"),
+    ("logger.kind=tensorboard", "logger.kind='tensorboard' is not one of: wandb, csv, none"),
+])
+def test_invalid_values(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(None, [override])

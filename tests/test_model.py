@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from lightning_stacks.model import DeepStackNetwork, Stack
+
+
+@pytest.mark.parametrize("variant", ["stack", "simplified", "plain"])
+@pytest.mark.parametrize("widths", [[8, 8, 8], [0, 5, 0], [0, 0, 0], [1]])
+def test_forward_shapes(variant, widths):
+    hidden = [3] * (len(widths) - 1)
+    net = DeepStackNetwork.from_variant(4, widths, hidden, 2, variant)
+    assert net(torch.randn(7, 4)).shape == (7, 2)
+    assert net.widths == widths
+
+
+def test_affine_inner_width_is_min_of_in_and_out():
+    net = DeepStackNetwork(10, [5, 5], [3, 4], "affine")
+    assert net.stacks[0].A1.weight.shape == (3, 10) and net.stacks[0].A2.weight.shape == (3, 3)
+    assert net.stacks[1].A1.weight.shape == (3, 3) and net.stacks[1].A2.weight.shape == (4, 3)
+
+
+def test_zero_width_stack_is_purely_affine():
+    stack = Stack(3, 0, 2, "direct")
+    z = torch.randn(5, 3)
+    torch.testing.assert_close(stack(z), z @ stack.S.weight.T + stack.W.bias)
+
+
+def test_plain_stack_has_no_skip_parameters():
+    stack = Stack(3, 4, 2, "none")
+    assert stack.affine_parameters() == []
+    names = {n for n, _ in stack.named_parameters()}
+    assert names == {"V.weight", "V.bias", "W.weight", "W.bias"}
+
+
+def test_architecture_round_trip_rebuilds_shapes():
+    net = DeepStackNetwork(6, [5, 0, 3], [4, 2, 1], ["affine", "none", "direct"])
+    again = DeepStackNetwork.from_architecture(net.architecture())
+    assert [p.shape for p in again.parameters()] == [p.shape for p in net.parameters()]
+
+
+def test_bad_input_shape_is_named():
+    net = DeepStackNetwork(4, [3], [2])
+    with pytest.raises(ValueError, match=r"expected input of shape \(batch, 4\), got \(2, 5\)"):
+        net(torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    (dict(input_dim=3, widths=[2, 2], dims=[1]), "one bottleneck width per stack"),
+    (dict(input_dim=3, widths=[2], dims=[1], skips=["affine", "none"]), "one skip kind per stack"),
+    (dict(input_dim=3, widths=[2], dims=[1], skips="resnet"), "skip='resnet' is not one of"),
+    (dict(input_dim=3, widths=[-1], dims=[1]), "n >= 0"),
+])
+def test_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        DeepStackNetwork(**kwargs)
+
+
+def test_from_architecture_missing_keys():
+    with pytest.raises(ValueError, match=r"architecture is missing keys: \['skips'\]"):
+        DeepStackNetwork.from_architecture({"input_dim": 2, "widths": [1], "dims": [1]})
