@@ -51,6 +51,8 @@ def load_module(path: str | Path, config: dict | None = None):
         module.load_state_dict(ckpt["state_dict"], strict=True)
     except (RuntimeError, KeyError) as err:
         raise CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from None
+    except ValueError as err:  # e.g. the data set named in the config does not fit the network
+        raise CheckpointError(f"{path}: {err}") from None
     return module
 
 

@@ -1,0 +1,120 @@
+"""The Reduction Algorithm on trained networks: exactness of step 1, reports, automatic mode."""
+
+import pytest
+import torch
+
+from lightning_stacks.checkpoint import load_module, save_module
+from lightning_stacks.config import load_config, to_container
+from lightning_stacks.evaluation import evaluate
+from lightning_stacks.model import DeepStackNetwork
+from lightning_stacks.reduction import ReduceSettings, ReductionError, reduce_network
+from lightning_stacks.reduction.job import reduce_module
+
+
+def test_step1_with_all_training_inputs_changes_no_training_prediction(trained_digits):
+    module, dm, _ = trained_digits
+    x, y = dm.split("train")
+    net = module.net
+    reduced, report = reduce_network(net, x, ReduceSettings(), task="classification")
+    assert [s.step for s in report.steps] == ["full", "outside"]
+    assert sum(reduced.widths) < sum(net.widths), "a trained net has outside neurons to fold"
+    with torch.no_grad():
+        before, after = net(x), reduced(x)
+    rel = (after - before).abs().max() / before.abs().max()
+    assert rel < 1e-5
+    assert torch.equal(before.argmax(1), after.argmax(1))
+    # the report measures the same change (its own forward, so it agrees up to round-off)
+    assert report.steps[1].max_output_change <= 1e-5 * before.abs().max().item()
+
+
+def test_step1_on_a_sample_is_exact_on_that_sample(trained_digits):
+    module, dm, _ = trained_digits
+    x, _ = dm.split("train")
+    reduced, report = reduce_network(module.net, x, ReduceSettings(sample=65, seed=1), task="classification")
+    g = torch.Generator().manual_seed(1)
+    sample = x[torch.randperm(x.shape[0], generator=g)[:65]]
+    with torch.no_grad():
+        torch.testing.assert_close(reduced(sample), module.net(sample), rtol=1e-5, atol=1e-5)
+    assert sum(reduced.widths) <= sum(reduce_network(module.net, x, ReduceSettings(), task="classification")[0].widths)
+
+
+def test_full_manual_reduction_report_and_reload(trained_digits, tmp_path):
+    module, dm, cfg = trained_digits
+    cfg = load_config(base=to_container(cfg), overrides=["reduce.tolerances=[0.05,0.05,0.05]", "reduce.clusters=[20,15,10]"])
+    new, report = reduce_module(module, cfg, dm=dm, log=None)
+    assert [s.step for s in report.steps] == ["full", "outside", "weak", "cluster"]
+    widths = report.steps[-1].widths
+    assert all(w <= k for w, k in zip(widths, [20, 15, 10], strict=True))
+    assert new.net.widths == widths and len(new.history) == 1
+    for s in report.steps:
+        assert set(s.metrics) == {"train", "test"}
+    weak = report.steps[2]
+    assert all("bound_coef" in d for d in weak.details)
+    assert "cluster" in report.table() and "n3" in report.table()
+    path = tmp_path / "red.ckpt"
+    save_module(new, path)
+    x, _ = dm.split("test")
+    again = load_module(path)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), new(x), rtol=0, atol=0)
+    assert again.history[0]["steps"][-1]["widths"] == widths
+
+
+def test_stack_reduced_to_zero_neurons_still_works(trained_digits):
+    module, dm, _ = trained_digits
+    x, y = dm.split("train")
+    reduced, _ = reduce_network(module.net, x, ReduceSettings(tolerances=[0.0, float("inf"), 0.0]), task="classification")
+    assert reduced.widths[1] == 0
+    with torch.no_grad():
+        assert reduced(x).shape == (x.shape[0], 10)
+
+
+@pytest.mark.parametrize("max_drop", [0.0, 0.02])
+def test_automatic_mode_respects_max_drop(trained_digits, max_drop):
+    module, dm, _ = trained_digits
+    x, y = dm.split("train")
+    ref = evaluate(module.net, x, y, "classification")
+    reduced, report = reduce_network(module.net, x, ReduceSettings(max_drop=max_drop), task="classification", y_ref=y)
+    acc = evaluate(reduced, x, y, "classification")
+    assert ref - acc <= max_drop + 1e-12
+    assert report.evaluations > 0
+    assert len(report.settings["chosen_clusters"]) == 3
+    assert sum(reduced.widths) < sum(module.net.widths)
+
+
+def test_automatic_mode_regression_uses_relative_mse():
+    torch.manual_seed(0)
+    net = DeepStackNetwork(1, [40, 40], [2, 3], "affine")
+    x = torch.rand(400, 1) * 2 - 1
+    with torch.no_grad():
+        y = net(x) + 0.1 * torch.randn(400, 3)
+    ref = evaluate(net, x, y, "regression")
+    reduced, _ = reduce_network(net, x, ReduceSettings(max_drop=0.05), task="regression", y_ref=y)
+    assert (evaluate(reduced, x, y, "regression") - ref) / ref <= 0.05 + 1e-12
+
+
+@pytest.mark.parametrize("settings,pattern", [
+    (ReduceSettings(tolerances=[1.0, -1.0, 1.0]), "tolerance for stack 2 must be >= 0"),
+    (ReduceSettings(clusters=[5, 5, 1000]), r"clusters for stack 3 is 1000 > its 32 neurons"),
+    (ReduceSettings(clusters=[5, 5]), "clusters needs one value per stack"),
+    (ReduceSettings(max_drop=1.5), r"max_drop must be in \[0, 1\]"),
+    (ReduceSettings(max_drop=0.1, clusters=[1, 1, 1]), "not both"),
+    (ReduceSettings(sample=-3), "sample must be >= 0"),
+])
+def test_bad_settings_are_refused(trained_digits, settings, pattern):
+    module, dm, _ = trained_digits
+    x, y = dm.split("train")
+    with pytest.raises(ReductionError, match=pattern):
+        reduce_network(module.net, x, settings, y_ref=y)
+
+
+def test_inputs_of_wrong_shape_are_refused(trained_digits):
+    module, _, _ = trained_digits
+    with pytest.raises(ReductionError, match=r"inputs must have shape \(N, 64\) for this network, got \(10, 784\)"):
+        reduce_network(module.net, torch.randn(10, 784), ReduceSettings())
+
+
+def test_automatic_mode_needs_labels(trained_digits):
+    module, dm, _ = trained_digits
+    with pytest.raises(ReductionError, match="needs reference labels"):
+        reduce_network(module.net, dm.split("train")[0], ReduceSettings(max_drop=0.01))
