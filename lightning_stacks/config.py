@@ -124,7 +124,8 @@ class ReduceConfig:
 
     Manual mode: per-stack ``tolerances`` (step 2) and ``clusters`` (step 3; 0 = do not cluster
     that stack); an empty list skips the step. Automatic mode: ``max_drop`` in [0, 1] (accuracy
-    points, or relative MSE increase, on the ``reference`` split); -1 = manual.
+    points, or relative MSE increase, on the ``reference`` split); -1 = manual. ``weak_share``:
+    the part of that budget the weak steps may use (clustering gets the rest).
     ``sample``: step 1 checks this many random training inputs (0 = all).
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
@@ -136,6 +137,7 @@ class ReduceConfig:
     tolerances: list[float] = field(default_factory=list)
     clusters: list[int] = field(default_factory=list)
     max_drop: float = -1.0
+    weak_share: float = 0.25
     reference: str = "train"
     seed: int = 0
     kmeans_n_init: int = 3
@@ -268,6 +270,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"reduce.tolerances must all be >= 0, got {list(r.tolerances)}")
     if any(k < 0 for k in r.clusters):
         raise ConfigError(f"reduce.clusters must all be >= 0 (0 = no clustering), got {list(r.clusters)}")
+    if not 0 <= r.weak_share <= 1:
+        raise ConfigError(f"reduce.weak_share must be in [0, 1], got {r.weak_share}")
     if r.sample < 0 or r.kmeans_n_init < 1:
         raise ConfigError("reduce.sample must be >= 0 and reduce.kmeans_n_init >= 1")
 

@@ -25,7 +25,6 @@ from lightning_stacks.reduction import (
 )
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def float64_math():
     """The laws are checked in float64 (tight tolerances); restored for other test modules."""

@@ -89,7 +89,7 @@ def test_trainer_applies_schedule_each_epoch(tmp_path):
     build_trainer(cfg, callbacks=[rec], logger=False).fit(module, datamodule=build_datamodule(cfg.data, module.schedule))
     expected = module.schedule.table()
     assert [r[0] for r in rec.rows] == [0, 1, 2, 3]
-    for (epoch, l2, lrs, bs), exp in zip(rec.rows, expected, strict=True):
+    for (_epoch, l2, lrs, bs), exp in zip(rec.rows, expected, strict=True):
         assert l2 == pytest.approx(exp.l2) and bs == exp.batch_size
         assert lrs["nonlinear"] == pytest.approx(0.01 * exp.lr_mult)
         assert lrs["affine"] == pytest.approx(0.1 * exp.lr_mult)

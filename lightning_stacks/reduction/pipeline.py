@@ -8,8 +8,9 @@ saved as JSON).
 
 Manual mode takes per-stack tolerances and cluster counts. Automatic mode (``max_drop``) picks
 them by binary search so that the metric on a reference set drops by at most ``max_drop``
-(accuracy points for classification, relative MSE increase for regression); the budget is
-spent evenly over the 2J lossy stages (weak/cluster of each stack).
+(accuracy points for classification, relative MSE increase for regression). The budget is a
+cumulative ramp over the 2J lossy stages: the weak steps of stacks 1..J share ``weak_share`` of
+it, the clustering steps the rest (clustering removes far more neurons per unit of budget).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ReduceSettings:
         clusters: per-stack step-3 cluster counts; 0 = leave that stack unclustered (empty =
             skip step 3, unless automatic).
         max_drop: automatic mode when >= 0: the largest allowed metric drop on the reference set.
+        weak_share: automatic mode's share of ``max_drop`` for the weak steps (rest: clustering).
         seed: k-means and sampling seed.
         kmeans_n_init: k-means restarts.
     """
@@ -59,6 +61,7 @@ class ReduceSettings:
     tolerances: list[float] = field(default_factory=list)
     clusters: list[int] = field(default_factory=list)
     max_drop: float = -1.0
+    weak_share: float = 0.25
     seed: int = 0
     kmeans_n_init: int = 3
 
@@ -88,6 +91,8 @@ class ReduceSettings:
                 raise ReductionError(f"clusters for stack {j + 1} must be >= 0 (0 = no clustering), got {k}")
             if k > n:
                 raise ReductionError(f"clusters for stack {j + 1} is {k} > its {n} neurons (K must be <= n)")
+        if not 0 <= self.weak_share <= 1:
+            raise ReductionError(f"weak_share must be in [0, 1], got {self.weak_share}")
         if self.kmeans_n_init < 1:
             raise ReductionError(f"kmeans_n_init must be >= 1, got {self.kmeans_n_init}")
 
@@ -245,8 +250,9 @@ def step_cluster(stacks: list[StackWeights], clusters: list[int], seed: int, n_i
 class _Budget:
     """Evaluates candidate stacks on the reference set and checks the metric drop."""
 
-    def __init__(self, stacks, x_ref, y_ref, task, max_drop, stages):
-        self.task, self.y_ref, self.max_drop, self.stages = task, y_ref, max_drop, stages
+    def __init__(self, stacks, x_ref, y_ref, task, max_drop, weak_share):
+        self.task, self.y_ref, self.max_drop, self.weak_share = task, y_ref, max_drop, weak_share
+        self.J = len(stacks)
         self.x_ref = x_ref
         self.ref_metric = metric_from_outputs(run_stacks(stacks, x_ref), y_ref, task)
         self.evaluations = 0
@@ -257,7 +263,11 @@ class _Budget:
         return (metric - self.ref_metric) / max(self.ref_metric, 1e-30)
 
     def allowed(self, stage: int) -> float:
-        return self.max_drop * (stage + 1) / self.stages
+        """Cumulative drop allowed after stage (0..J-1 weak, J..2J-1 cluster)."""
+        J, w = self.J, self.weak_share
+        if stage < J:
+            return self.max_drop * w * (stage + 1) / J
+        return self.max_drop * (w + (1 - w) * (stage - J + 1) / J)
 
     def ok(self, stacks, j, cand, z_j, stage) -> bool:
         trial = list(stacks)
@@ -278,12 +288,12 @@ def _largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     return lo
 
 
-def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init):
+def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init, weak_share=0.25):
     """Automatic mode: per stack, the largest weak-removal prefix and then the fewest clusters
     whose metric drop on (x_ref, y_ref) stays within the ramped budget. Returns the reduced
     stacks after each phase, the chosen settings and the number of evaluations."""
     J = len(stacks)
-    budget = _Budget(stacks, x_ref, y_ref, task, max_drop, stages=2 * J)
+    budget = _Budget(stacks, x_ref, y_ref, task, max_drop, weak_share)
     tolerances, clusters = [], []
     z = x_ref
     after_weak = list(stacks)
@@ -319,7 +329,7 @@ def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_i
             clusters.append(0)
         else:
             # smallest K that is ok == largest (n - K) that is ok
-            slack = _largest_ok(0, st.n - 1, lambda t, j=j, z=z, st=st: t == 0 or budget.ok(after_cluster, j, clus_cand(st.n - t), z, stage))
+            slack = _largest_ok(0, st.n - 1, lambda t, j=j, z=z, st=st, stage=stage: t == 0 or budget.ok(after_cluster, j, clus_cand(st.n - t), z, stage))
             k = st.n - slack
             clusters.append(k)
             after_cluster[j] = clus_cand(k)
@@ -401,7 +411,7 @@ def reduce_network(
     if settings.automatic:
         t0 = time.perf_counter()
         after_weak, after_cluster, tols, ks, budget = auto_tolerances_and_clusters(
-            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init)
+            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init, settings.weak_share)
         dt = time.perf_counter() - t0
         t_red += dt
         report.evaluations = budget.evaluations

@@ -1,0 +1,84 @@
+"""Speed of the full Reduction Algorithm vs one plain forward pass, on MNIST 3 x n (d=16).
+
+    python bench/reduce_speed.py [--widths 1024 2048 4096] [--train-steps 300]
+
+Each network is trained briefly (``--train-steps`` Adam steps at batch 256 with l2, so that the
+steps have work to do), then: one forward pass over all 60k training inputs (timed), and the
+reduction (step 1 on all 60k inputs, step 2 at tolerance ``--tol``, step 3 to ``--clusters``
+per stack) with and without the per-step evaluation (train/test accuracy, output change).
+First line: ``ratio=<reduction/forward>`` for n=1024, evaluation excluded (target <= 2 on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from _common import mnist_root, timed
+
+from lightning_stacks.config import load_config
+from lightning_stacks.data import MNISTDataModule
+from lightning_stacks.evaluation import evaluate, predict
+from lightning_stacks.model import DeepStackNetwork
+from lightning_stacks.reduction import ReduceSettings, reduce_network
+
+
+def brief_training(net: DeepStackNetwork, x, y, steps: int, l2: float = 5e-4) -> None:
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, x.shape[0], (256,), generator=g)
+        loss = F.cross_entropy(net(x[idx]), y[idx]) + l2 * sum(p.pow(2).sum() for p in net.parameters())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def measure(n: int, x, y, xt, yt, args) -> dict:
+    torch.manual_seed(0)
+    net = DeepStackNetwork.from_variant(784, [n] * 3, [16, 16], 10, "stack")
+    brief_training(net, x, y, args.train_steps)
+    net.eval()
+    predict(net, x[:4096])  # warm-up
+    _, t_fwd = timed(predict, net, x)
+    settings = ReduceSettings(tolerances=[args.tol] * 3, clusters=[args.clusters] * 3, seed=0)
+    (red, report), t_red_call = timed(reduce_network, net, x, settings, "classification")
+
+    def evaluator(m):
+        return {"train": evaluate(m, x, y, "classification"), "test": evaluate(m, xt, yt, "classification")}
+
+    (_, report_eval), t_with_eval = timed(reduce_network, net, x, settings, "classification", evaluate=evaluator)
+    return {"n": n, "forward": t_fwd, "reduce": report.reduce_seconds, "reduce_call": t_red_call,
+            "with_eval": t_with_eval, "widths": [s.widths for s in report.steps], "steps": report.steps,
+            "acc": report_eval.steps[-1].metrics, "acc_full": report_eval.steps[0].metrics}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--widths", type=int, nargs="+", default=[1024, 2048, 4096])
+    p.add_argument("--train-steps", type=int, default=300)
+    p.add_argument("--tol", type=float, default=0.5)
+    p.add_argument("--clusters", type=int, default=100)
+    args = p.parse_args()
+    dm = MNISTDataModule(load_config(None, ["data.name=mnist", f"data.root={mnist_root()}"]).data)
+    x, y = dm.split("train")
+    xt, yt = dm.split("test")
+    rows = [measure(n, x, y, xt, yt, args) for n in args.widths]
+    first = rows[0]
+    print(f"ratio={first['reduce'] / first['forward']:.3f}")
+    print(f"ratio_with_eval={first['with_eval'] / first['forward']:.3f}")
+    for r in rows:
+        step_times = " ".join(f"{s.step}={s.seconds:.2f}s" for s in r["steps"][1:])
+        print(f"n={r['n']}: forward {r['forward']:.2f}s, reduction {r['reduce']:.2f}s ({step_times}), "
+              f"ratio {r['reduce'] / r['forward']:.2f}, with evaluation {r['with_eval']:.2f}s; "
+              f"widths {' -> '.join('/'.join(map(str, w)) for w in r['widths'])}; "
+              f"test acc {r['acc_full']['test']:.4f} -> {r['acc']['test']:.4f}")
+    base = rows[0]
+    for r in rows[1:]:
+        print(f"scaling n {base['n']} -> {r['n']} ({r['n'] / base['n']:.0f}x): reduction time x{r['reduce'] / base['reduce']:.2f}, "
+              f"forward x{r['forward'] / base['forward']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
