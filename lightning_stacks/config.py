@@ -125,7 +125,8 @@ class ReduceConfig:
     Manual mode: per-stack ``tolerances`` (step 2) and ``clusters`` (step 3; 0 = do not cluster
     that stack); an empty list skips the step. Automatic mode: ``max_drop`` in [0, 1] (accuracy
     points, or relative MSE increase, on the ``reference`` split); -1 = manual. ``weak_share``:
-    the part of that budget the weak steps may use (clustering gets the rest).
+    the part of that budget the weak steps may use (clustering gets the rest). ``refit``: beyond
+    the paper, least-squares refit of each reduced stack's W and c to the original stack outputs.
     ``sample``: step 1 checks this many random training inputs (0 = all).
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
@@ -138,6 +139,7 @@ class ReduceConfig:
     clusters: list[int] = field(default_factory=list)
     max_drop: float = -1.0
     weak_share: float = 0.25
+    refit: bool = False
     reference: str = "train"
     seed: int = 0
     kmeans_n_init: int = 3

@@ -311,3 +311,32 @@ def cluster_stack(st: StackWeights, k: int, seed: int = 0, n_init: int = 3) -> t
     R, omega = kink_representation(st)
     labels = weighted_kmeans(R, omega, k, seed=seed, n_init=n_init)
     return merge_clusters(st, labels)
+
+
+# --------------------------------------------------------------------------- beyond the paper
+def refit_outgoing(st: StackWeights, Z: torch.Tensor, target: torch.Tensor, ridge: float = 1e-9, chunk: int = 16384) -> StackWeights:
+    """Least-squares refit of the outgoing weights W and bias c (V, b and the skip path fixed).
+
+    Minimizes ``sum_rows |W relu(V z + b) + c + skip(z) - target|^2`` over (W, c) on the inputs
+    Z (N, d_in) with targets (N, d_out), typically the original network's stack outputs. The
+    current (W, c) is a feasible point, so the fit error on Z never grows (up to the tiny ridge
+    ``ridge * mean diag`` that keeps the normal equations well posed).
+    """
+    if Z.shape[0] != target.shape[0] or target.shape[1] != st.d_out or Z.shape[1] != st.d_in:
+        raise ValueError(f"refit needs Z (N, {st.d_in}) and target (N, {st.d_out}), got {tuple(Z.shape)} and {tuple(target.shape)}")
+    K = st.n
+    s64 = st.to(torch.float64)
+    aff = s64.affine_matrix().T if st.skip != "none" else None
+    G = torch.zeros(K + 1, K + 1, dtype=torch.float64, device=Z.device)
+    R = torch.zeros(K + 1, st.d_out, dtype=torch.float64, device=Z.device)
+    for i in range(0, Z.shape[0], chunk):
+        z = Z[i : i + chunk].double()
+        phi = torch.cat([torch.relu(z @ s64.V.T + s64.b), torch.ones(z.shape[0], 1, dtype=torch.float64, device=Z.device)], 1)
+        t = target[i : i + chunk].double()
+        if aff is not None:
+            t = t - z @ aff
+        G += phi.T @ phi
+        R += phi.T @ t
+    G += torch.eye(K + 1, dtype=torch.float64, device=Z.device) * ridge * max(G.diagonal().mean().item(), 1e-30)
+    beta = torch.linalg.solve(G, R)  # (K + 1, d_out)
+    return replace(st, W=beta[:K].T.contiguous().to(st.W.dtype), c=beta[K].to(st.c.dtype))

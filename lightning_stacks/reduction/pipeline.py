@@ -30,6 +30,7 @@ from .core import (
     cluster_stack,
     find_outside_neurons,
     fold_always_active,
+    refit_outgoing,
     remove_weak,
     weak_scores,
 )
@@ -52,6 +53,9 @@ class ReduceSettings:
             skip step 3, unless automatic).
         max_drop: automatic mode when >= 0: the largest allowed metric drop on the reference set.
         weak_share: automatic mode's share of ``max_drop`` for the weak steps (rest: clustering).
+        refit: beyond the paper: after each lossy step, refit every stack's W and c by least
+            squares so its outputs on the checked inputs match the original network's stack
+            outputs (see :func:`~.core.refit_outgoing`). Off = the paper's algorithm.
         seed: k-means and sampling seed.
         kmeans_n_init: k-means restarts.
     """
@@ -62,6 +66,7 @@ class ReduceSettings:
     clusters: list[int] = field(default_factory=list)
     max_drop: float = -1.0
     weak_share: float = 0.25
+    refit: bool = False
     seed: int = 0
     kmeans_n_init: int = 3
 
@@ -225,25 +230,42 @@ def step_outside(stacks: list[StackWeights], x: torch.Tensor) -> tuple[list[Stac
     return out, details
 
 
-def step_weak(stacks: list[StackWeights], tolerances: list[float]) -> tuple[list[StackWeights], list[dict]]:
+Fit = tuple[torch.Tensor, list[torch.Tensor]]  # (checked inputs x, original stack outputs on x)
+
+
+def _lossy_pass(stacks: list[StackWeights], reduce_one: Callable[[int, StackWeights], tuple[StackWeights, dict]],
+                fit: Fit | None) -> tuple[list[StackWeights], list[dict]]:
+    """Apply ``reduce_one`` to every stack in order; with ``fit``, refit each reduced stack's W, c
+    on its current inputs (through the already-reduced earlier stacks) to the original outputs."""
     out, details = [], []
-    for j, (st, tol) in enumerate(zip(stacks, tolerances, strict=True)):
-        red, bound, removed = remove_weak(st, tol)
-        details.append({"stack": j + 1, "tolerance": float(tol), "removed": removed, "bound_coef": bound, "before": st.n, "after": red.n})
+    z = fit[0] if fit is not None else None
+    for j, st in enumerate(stacks):
+        red, det = reduce_one(j, st)
+        if fit is not None:
+            red = refit_outgoing(red, z, fit[1][j])
+            z = run_stacks([red], z)
         out.append(red)
+        details.append({"stack": j + 1, "before": st.n, "after": red.n, **det})
     return out, details
 
 
-def step_cluster(stacks: list[StackWeights], clusters: list[int], seed: int, n_init: int) -> tuple[list[StackWeights], list[dict]]:
-    out, details = [], []
-    for j, (st, k) in enumerate(zip(stacks, clusters, strict=True)):
+def step_weak(stacks: list[StackWeights], tolerances: list[float], fit: Fit | None = None) -> tuple[list[StackWeights], list[dict]]:
+    def one(j, st):
+        red, bound, removed = remove_weak(st, tolerances[j])
+        return red, {"tolerance": float(tolerances[j]), "removed": removed, "bound_coef": bound}
+
+    return _lossy_pass(stacks, one, fit)
+
+
+def step_cluster(stacks: list[StackWeights], clusters: list[int], seed: int, n_init: int, fit: Fit | None = None) -> tuple[list[StackWeights], list[dict]]:
+    def one(j, st):
+        k = clusters[j]
         if k == 0 or k >= st.n:
-            red, info = st, None
-        else:
-            red, info = cluster_stack(st, k, seed=seed + j, n_init=n_init)
-        details.append({"stack": j + 1, "clusters": int(k), "before": st.n, "after": red.n, "dropped": info.dropped if info else 0})
-        out.append(red)
-    return out, details
+            return st, {"clusters": int(k), "dropped": 0}
+        red, info = cluster_stack(st, k, seed=seed + j, n_init=n_init)
+        return red, {"clusters": int(k), "dropped": info.dropped}
+
+    return _lossy_pass(stacks, one, fit)
 
 
 # --------------------------------------------------------------------------- automatic search
@@ -288,52 +310,84 @@ def _largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     return lo
 
 
-def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init, weak_share=0.25):
-    """Automatic mode: per stack, the largest weak-removal prefix and then the fewest clusters
-    whose metric drop on (x_ref, y_ref) stays within the ramped budget. Returns the reduced
-    stacks after each phase, the chosen settings and the number of evaluations."""
+def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init, weak_share=0.25, fit: Fit | None = None):
+    """Automatic mode: per stack, the largest weak-removal prefix, then the fewest clusters, whose
+    metric drop on (x_ref, y_ref) stays within the ramped budget (with ``fit``: each candidate is
+    refitted first, see :func:`_lossy_pass`). Returns the stacks after each phase, the chosen
+    tolerances and cluster counts, and the budget (which counted the evaluations)."""
     J = len(stacks)
     budget = _Budget(stacks, x_ref, y_ref, task, max_drop, weak_share)
-    tolerances, clusters = [], []
-    z = x_ref
-    after_weak = list(stacks)
-    for j in range(J):
-        st = after_weak[j]
+
+    def finish(cand, z_fit, j):
+        return refit_outgoing(cand, z_fit, fit[1][j]) if fit is not None else cand
+
+    def weak_candidates(st):
         scores = weak_scores(st).double()
         order = torch.argsort(scores, stable=True)
         csum = torch.cumsum(scores[order], 0)
 
-        def weak_cand(r, st=st, order=order):
+        def make(r):
             keep = torch.ones(st.n, dtype=torch.bool, device=st.V.device)
             keep[order[:r]] = False
             return st.keep(keep)
 
-        r = _largest_ok(0, st.n, lambda r, j=j, z=z: r == 0 or budget.ok(after_weak, j, weak_cand(r), z, j))
-        # tolerance = cumulative score of the removed prefix (ties: a little more cannot add neurons)
-        tolerances.append(float(csum[r - 1]) if r > 0 else 0.0)
-        after_weak[j] = weak_cand(r)
-        z = run_stacks([after_weak[j]], z)  # inputs of stack j+1 after its predecessor's weak step
+        return make, csum
+
+    def phase(current, stage0, search):
+        z_ref = x_ref
+        z_fit = fit[0] if fit is not None else None
+        chosen = []
+        for j in range(J):
+            cache: dict[int, StackWeights] = {}
+            make = search(j, current[j])
+
+            def cand(t, j=j, z_fit=z_fit, cache=cache, make=make):
+                if t not in cache:
+                    cache[t] = finish(make(t), z_fit, j)
+                return cache[t]
+
+            n = current[j].n
+            t = _largest_ok(0, search.limit(current[j]), lambda t, j=j, z_ref=z_ref, cand=cand: t == 0 or budget.ok(current, j, cand(t), z_ref, stage0 + j))
+            chosen.append((t, n))
+            current[j] = cand(t)
+            z_ref = run_stacks([current[j]], z_ref)
+            if fit is not None:
+                z_fit = run_stacks([current[j]], z_fit)
+        return chosen
+
+    class WeakSearch:
+        """Candidates remove the t weakest neurons."""
+
+        def __init__(self):
+            self.csums: dict[int, torch.Tensor] = {}
+
+        def __call__(self, j, st):
+            make, csum = weak_candidates(st)
+            self.csums[j] = csum
+            return make
+
+        @staticmethod
+        def limit(st):
+            return st.n
+
+    class ClusterSearch:
+        """Candidates merge the stack into n - t clusters."""
+
+        def __call__(self, j, st):
+            # t = number of neurons saved: K = n - t, so "largest ok t" is "fewest ok clusters"
+            return lambda t: st if t == 0 else cluster_stack(st, st.n - t, seed=seed + j, n_init=n_init)[0]
+
+        @staticmethod
+        def limit(st):
+            return max(st.n - 1, 0)
+
+    after_weak = list(stacks)
+    ws = WeakSearch()
+    picked = phase(after_weak, 0, ws)
+    tolerances = [float(ws.csums[j][r - 1]) if r > 0 else 0.0 for j, (r, _) in enumerate(picked)]
     after_cluster = list(after_weak)
-    z = x_ref
-    for j in range(J):
-        st = after_cluster[j]
-        cache: dict[int, StackWeights] = {}
-
-        def clus_cand(k, st=st, cache=cache, j=j):
-            if k not in cache:
-                cache[k] = st if k >= st.n else cluster_stack(st, k, seed=seed + j, n_init=n_init)[0]
-            return cache[k]
-
-        stage = J + j
-        if st.n == 0:
-            clusters.append(0)
-        else:
-            # smallest K that is ok == largest (n - K) that is ok
-            slack = _largest_ok(0, st.n - 1, lambda t, j=j, z=z, st=st, stage=stage: t == 0 or budget.ok(after_cluster, j, clus_cand(st.n - t), z, stage))
-            k = st.n - slack
-            clusters.append(k)
-            after_cluster[j] = clus_cand(k)
-        z = run_stacks([after_cluster[j]], z)
+    picked = phase(after_cluster, J, ClusterSearch())
+    clusters = [n - t if n else 0 for t, n in picked]
     return after_weak, after_cluster, tolerances, clusters, budget
 
 
@@ -403,6 +457,15 @@ def reduce_network(
 
     record("full", stacks, 0.0, [])
     t_red = 0.0
+    fit: Fit | None = None
+    if settings.refit:
+        t0 = time.perf_counter()
+        targets, z = [], x
+        for st in stacks:  # the original network's stack outputs on the checked inputs
+            z = run_stacks([st], z)
+            targets.append(z)
+        fit = (x, targets)
+        t_red += time.perf_counter() - t0
     if settings.outside:
         t0 = time.perf_counter()
         stacks, det = step_outside(stacks, x)
@@ -411,7 +474,7 @@ def reduce_network(
     if settings.automatic:
         t0 = time.perf_counter()
         after_weak, after_cluster, tols, ks, budget = auto_tolerances_and_clusters(
-            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init, settings.weak_share)
+            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init, settings.weak_share, fit)
         dt = time.perf_counter() - t0
         t_red += dt
         report.evaluations = budget.evaluations
@@ -424,12 +487,12 @@ def reduce_network(
     else:
         if settings.tolerances:
             t0 = time.perf_counter()
-            stacks, det = step_weak(stacks, list(settings.tolerances))
+            stacks, det = step_weak(stacks, list(settings.tolerances), fit)
             t_red += (dt := time.perf_counter() - t0)
             record("weak", stacks, dt, det)
         if settings.clusters:
             t0 = time.perf_counter()
-            stacks, det = step_cluster(stacks, list(settings.clusters), settings.seed, settings.kmeans_n_init)
+            stacks, det = step_cluster(stacks, list(settings.clusters), settings.seed, settings.kmeans_n_init, fit)
             t_red += (dt := time.perf_counter() - t0)
             record("cluster", stacks, dt, det)
     report.reduce_seconds = t_red
