@@ -127,6 +127,8 @@ class ReduceConfig:
     points, or relative MSE increase, on the ``reference`` split); -1 = manual. ``weak_share``:
     the part of that budget the weak steps may use (clustering gets the rest). ``refit``: beyond
     the paper, least-squares refit of each reduced stack's W and c to the original stack outputs.
+    ``bottleneck_tol``: beyond the paper, >= 0 shrinks the linear bottlenecks to the rank of their
+    values on the checked inputs (relative singular-value cut-off; 0 = exact); -1 = off.
     ``sample``: step 1 checks this many random training inputs (0 = all).
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
@@ -140,6 +142,7 @@ class ReduceConfig:
     max_drop: float = -1.0
     weak_share: float = 0.25
     refit: bool = False
+    bottleneck_tol: float = -1.0
     reference: str = "train"
     seed: int = 0
     kmeans_n_init: int = 3
@@ -272,6 +275,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"reduce.tolerances must all be >= 0, got {list(r.tolerances)}")
     if any(k < 0 for k in r.clusters):
         raise ConfigError(f"reduce.clusters must all be >= 0 (0 = no clustering), got {list(r.clusters)}")
+    if r.bottleneck_tol != -1.0 and not r.bottleneck_tol >= 0:
+        raise ConfigError(f"reduce.bottleneck_tol must be >= 0 (or -1 = off), got {r.bottleneck_tol}")
     if not 0 <= r.weak_share <= 1:
         raise ConfigError(f"reduce.weak_share must be in [0, 1], got {r.weak_share}")
     if r.sample < 0 or r.kmeans_n_init < 1:

@@ -296,3 +296,55 @@ def test_property_fold_preserves_function_on_checked_inputs(n, d_in, d_out, skip
     # and on the convex hull: midpoints of checked inputs
     mid = 0.5 * (Z[:32] + Z[32:])
     torch.testing.assert_close(reduced.forward(mid), stack.forward(mid), rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- beyond the paper
+@pytest.mark.parametrize("skip", ["affine", "direct", "none"])
+def test_refit_never_increases_fit_error(skip):
+    from lightning_stacks.reduction import refit_outgoing
+
+    stack = random_stack(n=30, d_in=3, d_out=2, skip=skip, seed=7)
+    Z = torch.randn(400, 3)
+    target = stack.forward(Z)
+    reduced, _ = cluster_stack(stack, 8, seed=0)
+    refit = refit_outgoing(reduced, Z, target)
+    err = lambda s: ((s.forward(Z) - target) ** 2).sum().item()  # noqa: E731
+    assert err(refit) <= err(reduced) + 1e-9
+    assert err(refit) < 0.9 * err(reduced)  # and it does help
+    # V, b and the skip path are untouched
+    torch.testing.assert_close(refit.V, reduced.V)
+    torch.testing.assert_close(refit.affine_matrix(), reduced.affine_matrix())
+
+
+def test_refit_rejects_wrong_shapes():
+    from lightning_stacks.reduction import refit_outgoing
+
+    with pytest.raises(ValueError, match=r"refit needs Z \(N, 3\) and target \(N, 2\)"):
+        refit_outgoing(random_stack(), torch.randn(5, 3), torch.randn(5, 3))
+
+
+@pytest.mark.parametrize("skip_a,skip_b", [("affine", "affine"), ("direct", "direct"), ("none", "none"), ("none", "affine")])
+def test_bottleneck_projection_is_exact_on_a_low_rank_affine_subspace(skip_a, skip_b):
+    from lightning_stacks.reduction import bottleneck_basis, project_bottleneck
+
+    a = random_stack(n=20, d_in=3, d_out=6, skip=skip_a, seed=1)
+    b = random_stack(n=15, d_in=6, d_out=2, skip=skip_b, seed=2)
+    Z = torch.randn(300, 3)
+    # make a's outputs live on a 2-dim affine subspace of R^6: rows of W and skip = combos of 2 rows
+    mix = torch.randn(6, 2)
+    W = mix @ a.W[:2]
+    a = StackWeights(a.V, a.b, W, a.c, a.skip, a.A1, None if a.A2 is None else mix @ a.A2[:2] @ torch.eye(a.A2.shape[1]),
+                     None if a.S is None else mix @ a.S[:2])
+    out = a.forward(Z)
+    P, mu, s = bottleneck_basis(out, 1e-9)
+    assert P.shape == (6, 2)
+    a2, b2 = project_bottleneck(a, b, P, mu)
+    assert a2.d_out == 2 and b2.d_in == 2
+    torch.testing.assert_close(b2.forward(a2.forward(Z)), b.forward(out))
+
+
+def test_bottleneck_basis_rejects_bad_tolerance():
+    from lightning_stacks.reduction import bottleneck_basis
+
+    with pytest.raises(ValueError, match="bottleneck tolerance must be >= 0"):
+        bottleneck_basis(torch.randn(5, 3), -0.1)

@@ -118,3 +118,18 @@ def test_automatic_mode_needs_labels(trained_digits):
     module, dm, _ = trained_digits
     with pytest.raises(ReductionError, match="needs reference labels"):
         reduce_network(module.net, dm.split("train")[0], ReduceSettings(max_drop=0.01))
+
+
+def test_refit_and_bottleneck_steps_in_the_pipeline(trained_digits):
+    module, dm, _ = trained_digits
+    x, y = dm.split("train")
+    plain, _ = reduce_network(module.net, x, ReduceSettings(tolerances=[0.1] * 3, clusters=[12, 10, 8]), task="classification")
+    refit, report = reduce_network(module.net, x, ReduceSettings(tolerances=[0.1] * 3, clusters=[12, 10, 8], refit=True,
+                                                                 bottleneck_tol=0.0), task="classification")
+    assert [s.step for s in report.steps][-1] == "bottleneck"
+    with torch.no_grad():
+        ref = module.net(x)
+        assert ((refit(x) - ref) ** 2).sum() < ((plain(x) - ref) ** 2).sum()
+    last, before = report.steps[-1], report.steps[-2]
+    assert last.params <= before.params and last.widths == before.widths
+    assert last.max_output_change <= before.max_output_change + 1e-4  # exact rank: no new change

@@ -4,6 +4,7 @@
 from .core import (
     StackWeights,
     balanced_factors,
+    bottleneck_basis,
     cluster_stack,
     find_outside_neurons,
     fold_always_active,
@@ -11,6 +12,8 @@ from .core import (
     kink_representation,
     merge_clusters,
     preactivation_range,
+    project_bottleneck,
+    refit_outgoing,
     remove_weak,
     select_weak,
     weak_bound,
@@ -30,8 +33,8 @@ from .pipeline import (
 
 __all__ = [
     "ReduceSettings", "ReductionError", "ReductionReport", "StackWeights", "StepRecord",
-    "balanced_factors", "build_network", "cluster_stack", "find_outside_neurons",
+    "balanced_factors", "bottleneck_basis", "build_network", "cluster_stack", "find_outside_neurons",
     "fold_always_active", "fold_constant_neurons", "kink_representation", "merge_clusters",
-    "preactivation_range", "reduce_network", "remove_weak", "run_stacks", "select_weak",
+    "preactivation_range", "project_bottleneck", "reduce_network", "refit_outgoing", "remove_weak", "run_stacks", "select_weak",
     "stack_weights", "weak_bound", "weak_scores", "weighted_kmeans",
 ]

@@ -340,3 +340,54 @@ def refit_outgoing(st: StackWeights, Z: torch.Tensor, target: torch.Tensor, ridg
     G += torch.eye(K + 1, dtype=torch.float64, device=Z.device) * ridge * max(G.diagonal().mean().item(), 1e-30)
     beta = torch.linalg.solve(G, R)  # (K + 1, d_out)
     return replace(st, W=beta[:K].T.contiguous().to(st.W.dtype), c=beta[K].to(st.c.dtype))
+
+
+def bottleneck_basis(Z: torch.Tensor, rel_tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Affine subspace holding the bottleneck values Z (N, d) up to ``rel_tol``.
+
+    Returns:
+        P (d, r) orthonormal basis, mu (d,) the mean, s (d,) all singular values of Z - mu;
+        r = number of singular values > ``rel_tol * s_max`` (at least 1).
+    """
+    if not rel_tol >= 0:
+        raise ValueError(f"bottleneck tolerance must be >= 0, got {rel_tol}")
+    Zd = Z.double()
+    mu = Zd.mean(0)
+    _, s, Vt = torch.linalg.svd(Zd - mu, full_matrices=False)
+    r = max(1, int((s > rel_tol * s.max().clamp_min(1e-300)).sum().item())) if s.numel() else 1
+    return Vt[:r].T.contiguous(), mu, s
+
+
+def _with_skip(st: StackWeights, M: torch.Tensor) -> StackWeights:
+    """``st`` with its skip path set to the matrix M (refactorized for ``affine``)."""
+    if st.skip == "direct":
+        return replace(st, S=M)
+    if st.skip == "affine":
+        A1, A2 = balanced_factors(M, min(M.shape))
+        return replace(st, A1=A1, A2=A2)
+    return st
+
+
+def project_bottleneck(st: StackWeights, nxt: StackWeights, P: torch.Tensor, mu: torch.Tensor) -> tuple[StackWeights, StackWeights]:
+    """Shrink the bottleneck between ``st`` and ``nxt`` from d to r = P.shape[1].
+
+    The new bottleneck carries ``y = P^T z`` (so ``st``'s W, c and skip are multiplied by P^T)
+    and ``nxt`` reads ``z ~ P y + q`` with ``q = (I - P P^T) mu`` (so its V and skip are
+    multiplied by P and the constant goes into b and c). Exact wherever z lies in the affine
+    subspace ``mu + span(P)``; skip paths are refactorized to width min(d_in, d_out).
+    A ``none`` skip stays ``none`` (its stack's outputs have no skip term to project).
+    """
+    if P.shape[0] != st.d_out or nxt.d_in != st.d_out or mu.shape != (st.d_out,):
+        raise ValueError(f"basis {tuple(P.shape)} / mean {tuple(mu.shape)} do not fit a bottleneck of width {st.d_out}")
+    dtype = st.V.dtype
+    a, b = st.to(torch.float64), nxt.to(torch.float64)
+    P = P.double().to(a.V.device)
+    q = mu.double().to(a.V.device) - P @ (P.T @ mu.double().to(a.V.device))
+    new_st = replace(a, W=P.T @ a.W, c=P.T @ a.c)
+    if a.skip != "none":
+        new_st = _with_skip(new_st, P.T @ a.affine_matrix())
+    new_nxt = replace(b, V=b.V @ P, b=b.b + b.V @ q)
+    if b.skip != "none":
+        M = b.affine_matrix()
+        new_nxt = _with_skip(replace(new_nxt, c=b.c + M @ q), M @ P)
+    return new_st.to(dtype), new_nxt.to(dtype)

@@ -19,7 +19,7 @@ def settings_from_config(r) -> ReduceSettings:
     """``ReduceConfig`` -> :class:`ReduceSettings`."""
     return ReduceSettings(
         outside=r.outside, sample=r.sample, tolerances=[float(t) for t in r.tolerances],
-        clusters=[int(k) for k in r.clusters], max_drop=float(r.max_drop), weak_share=float(r.weak_share), refit=bool(r.refit), seed=r.seed,
+        clusters=[int(k) for k in r.clusters], max_drop=float(r.max_drop), weak_share=float(r.weak_share), refit=bool(r.refit), bottleneck_tol=float(r.bottleneck_tol), seed=r.seed,
         kmeans_n_init=r.kmeans_n_init,
     )
 

@@ -27,9 +27,11 @@ from ..model import DeepStackNetwork
 from .core import (
     SCAN_BLOCK_BYTES,
     StackWeights,
+    bottleneck_basis,
     cluster_stack,
     find_outside_neurons,
     fold_always_active,
+    project_bottleneck,
     refit_outgoing,
     remove_weak,
     weak_scores,
@@ -56,6 +58,9 @@ class ReduceSettings:
         refit: beyond the paper: after each lossy step, refit every stack's W and c by least
             squares so its outputs on the checked inputs match the original network's stack
             outputs (see :func:`~.core.refit_outgoing`). Off = the paper's algorithm.
+        bottleneck_tol: beyond the paper: when >= 0, a last step shrinks every hidden linear
+            bottleneck to the affine subspace its values span on the checked inputs (singular
+            values > bottleneck_tol * the largest; 0 = exact rank). -1 = off.
         seed: k-means and sampling seed.
         kmeans_n_init: k-means restarts.
     """
@@ -67,6 +72,7 @@ class ReduceSettings:
     max_drop: float = -1.0
     weak_share: float = 0.25
     refit: bool = False
+    bottleneck_tol: float = -1.0
     seed: int = 0
     kmeans_n_init: int = 3
 
@@ -96,6 +102,8 @@ class ReduceSettings:
                 raise ReductionError(f"clusters for stack {j + 1} must be >= 0 (0 = no clustering), got {k}")
             if k > n:
                 raise ReductionError(f"clusters for stack {j + 1} is {k} > its {n} neurons (K must be <= n)")
+        if self.bottleneck_tol != -1.0 and not self.bottleneck_tol >= 0:
+            raise ReductionError(f"bottleneck_tol must be >= 0 (or -1 = off), got {self.bottleneck_tol}")
         if not 0 <= self.weak_share <= 1:
             raise ReductionError(f"weak_share must be in [0, 1], got {self.weak_share}")
         if self.kmeans_n_init < 1:
@@ -107,8 +115,10 @@ class ReduceSettings:
 class StepRecord:
     """One row of the paper's table."""
 
-    step: str  # full | outside | weak | cluster
+    step: str  # full | outside | weak | cluster | bottleneck
     widths: list[int]
+    dims: list[int] = field(default_factory=list)  # bottleneck widths d_1..d_J
+    params: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     max_output_change: float = 0.0
     seconds: float = 0.0  # the reduction itself, evaluation excluded
@@ -128,11 +138,11 @@ class ReductionReport:
         """The paper's table 1/2 layout."""
         metric = "acc" if self.task == "classification" else "MSE"
         J = len(self.steps[0].widths) if self.steps else 0
-        head = f"{'step':<9}" + "".join(f"{'n' + str(j + 1):>7}" for j in range(J))
-        head += f"{'train ' + metric:>12}{'test ' + metric:>12}{'max|dout|':>11}{'time s':>9}"
+        head = f"{'step':<10}" + "".join(f"{'n' + str(j + 1):>7}" for j in range(J))
+        head += f"{'params':>9}{'train ' + metric:>12}{'test ' + metric:>12}{'max|dout|':>11}{'time s':>9}"
         lines = [head, "-" * len(head)]
         for s in self.steps:
-            row = f"{s.step:<9}" + "".join(f"{n:>7}" for n in s.widths)
+            row = f"{s.step:<10}"[:10] + "".join(f"{n:>7}" for n in s.widths) + f"{s.params:>9}"
             row += f"{s.metrics.get('train', float('nan')):>12.4f}{s.metrics.get('test', float('nan')):>12.4f}"
             row += f"{s.max_output_change:>11.2e}{s.seconds:>9.2f}"
             lines.append(row)
@@ -266,6 +276,31 @@ def step_cluster(stacks: list[StackWeights], clusters: list[int], seed: int, n_i
         return red, {"clusters": int(k), "dropped": info.dropped}
 
     return _lossy_pass(stacks, one, fit)
+
+
+def step_bottleneck(stacks: list[StackWeights], x: torch.Tensor, rel_tol: float) -> tuple[list[StackWeights], list[dict]]:
+    """Shrink each hidden bottleneck d_j (j < J) to the rank its values have on x (beyond the paper)."""
+    stacks = list(stacks)
+    details, z = [], x
+    for j in range(len(stacks) - 1):
+        z_out = run_stacks([stacks[j]], z)
+        P, mu, s = bottleneck_basis(z_out, rel_tol)
+        before = stacks[j].d_out
+        if P.shape[1] < before:
+            stacks[j], stacks[j + 1] = project_bottleneck(stacks[j], stacks[j + 1], P, mu)
+        details.append({"stack": j + 1, "dim_before": before, "dim_after": stacks[j].d_out,
+                        "singular_values": [float(v) for v in s]})
+        z = run_stacks([stacks[j]], z)
+    return stacks, details
+
+
+def count_parameters(stacks: list[StackWeights]) -> int:
+    """Parameters of the dense network these stacks make (the compression accounting)."""
+    total = 0
+    for st in stacks:
+        total += st.V.numel() + st.b.numel() + st.W.numel() + st.c.numel()
+        total += sum(t.numel() for t in (st.A1, st.A2, st.S) if t is not None)
+    return total
 
 
 # --------------------------------------------------------------------------- automatic search
@@ -443,7 +478,8 @@ def reduce_network(
     def record(step: str, current: list[StackWeights], seconds: float, details: list[dict]) -> None:
         nonlocal t_eval, out_ref
         t0 = time.perf_counter()
-        rec = StepRecord(step=step, widths=[s.n for s in current], seconds=seconds, details=details)
+        rec = StepRecord(step=step, widths=[s.n for s in current], dims=[s.d_out for s in current],
+                         params=count_parameters(current), seconds=seconds, details=details)
         outs = run_stacks(current, x)
         if out_ref is None:
             out_ref = outs
@@ -495,6 +531,11 @@ def reduce_network(
             stacks, det = step_cluster(stacks, list(settings.clusters), settings.seed, settings.kmeans_n_init, fit)
             t_red += (dt := time.perf_counter() - t0)
             record("cluster", stacks, dt, det)
+    if settings.bottleneck_tol >= 0:
+        t0 = time.perf_counter()
+        stacks, det = step_bottleneck(stacks, x, settings.bottleneck_tol)
+        t_red += (dt := time.perf_counter() - t0)
+        record("bottleneck", stacks, dt, det)
     report.reduce_seconds = t_red
     report.eval_seconds = t_eval
     reduced = build_network(stacks)
