@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 
+from lightning_stacks.checkpoint import CheckpointError
 from lightning_stacks.cli import split_args
 from lightning_stacks.config import ConfigError, load_config
 from lightning_stacks.data import DataError
@@ -27,7 +28,7 @@ def main(argv: list[str]) -> int:
         from lightning_stacks.training import run_training  # heavy imports after arg checks
 
         module, metrics, trainer = run_training(cfg)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if trainer.is_global_zero:

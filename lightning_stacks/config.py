@@ -153,11 +153,17 @@ class ReduceConfig:
 
 @dataclass
 class Config:
-    """The whole job. ``out_dir`` receives checkpoints, logs and reports."""
+    """The whole job. ``out_dir`` receives checkpoints, logs and reports.
+
+    ``ckpt_path``: resume an interrupted fit (a path, or ``last``). ``init_from``: start a new fit
+    from a checkpoint's architecture and weights (e.g. fine-tune a reduced network) with this
+    config's optimizer and schedule; its reduction history is carried on.
+    """
 
     seed: int = 0
     out_dir: str = "runs/default"
     ckpt_path: str = ""
+    init_from: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

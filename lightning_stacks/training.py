@@ -107,7 +107,14 @@ def final_metrics(module: StackModule, dm) -> dict[str, float]:
 def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Trainer]:
     """Seed, build, fit and (on rank 0) report; the final checkpoint is ``out_dir/final.ckpt``."""
     pl.seed_everything(cfg.seed, workers=True)
-    module = StackModule(to_container(cfg))
+    if cfg.init_from:
+        if cfg.ckpt_path:
+            raise ConfigError("give init_from (start a new fit from weights) or ckpt_path (resume a fit), not both")
+        from .checkpoint import load_module
+
+        module = load_module(cfg.init_from, to_container(cfg))
+    else:
+        module = StackModule(to_container(cfg))
     dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
     trainer = build_trainer(cfg)
     ckpt_path = cfg.ckpt_path or None
