@@ -1,7 +1,7 @@
 """Train a Deep Stack Network.
 
     python train.py                                   # composite sine, the embedded default
-    python train.py configs/sine.yaml                 # the paper's sine setup (table 1)
+    python train.py configs/sine.yaml                 # the paper's sine setup, spelled out
     python train.py configs/mnist.yaml data.root=../shared/data/mnist
     python train.py configs/debug.yaml logger.kind=csv trainer.max_epochs=2
     python train.py configs/mnist.yaml trainer.accelerator=cpu trainer.devices=2 trainer.strategy=ddp

@@ -150,7 +150,7 @@ def composite_sine(x: torch.Tensor) -> torch.Tensor:
 
 
 class SineDataModule(TensorDataModule):
-    """Composite sine with N(0, noise^2) label noise on x ~ U[-1, 1]; seeded splits."""
+    """Composite sine with N(0, noise^2) label noise on x ~ U[x_min, x_max]; seeded splits."""
 
     task = "regression"
     input_dim = 1
@@ -160,7 +160,7 @@ class SineDataModule(TensorDataModule):
         g = torch.Generator().manual_seed(12345 + self.seed)
         out = {}
         for name, n in (("train", self.cfg.n_train), ("val", self.cfg.n_val), ("test", self.cfg.n_test)):
-            x = torch.rand(n, 1, generator=g) * 2 - 1
+            x = self.cfg.x_min + (self.cfg.x_max - self.cfg.x_min) * torch.rand(n, 1, generator=g)
             y = composite_sine(x) + self.cfg.noise * torch.randn(n, 7, generator=g)
             out[name] = (x, y)
         return out

@@ -69,6 +69,9 @@ def test_missing_file_and_malformed_override():
     ("model.widths=[4,-1,4]", "model.widths must be >= 0"),
     ("schedule.batch_start=0", "batch_start/batch_end must be >= 1"),
     ("logger.kind=tensorboard", "logger.kind='tensorboard' is not one of: wandb, csv, none"),
+    ("data.x_min=2", "data.x_min must be < data.x_max"),
+    ("reduce.bottleneck_tol=-0.5", "reduce.bottleneck_tol must be >= 0"),
+    ("reduce.weak_share=1.5", r"reduce.weak_share must be in \[0, 1\]"),
 ])
 def test_invalid_values(override, pattern):
     with pytest.raises(ConfigError, match=pattern):

@@ -35,6 +35,12 @@ def test_sine_splits_are_seeded_and_noisy():
     assert not torch.equal(SineDataModule(cfg, seed=2).split("train")[0], xa)
 
 
+def test_sine_input_range_is_configurable():
+    cfg = load_config(None, ["data.x_min=0", "data.x_max=1", "data.n_train=500"]).data
+    x, _ = SineDataModule(cfg).split("train")
+    assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
+
+
 def test_loader_shards_disjointly_with_equal_lengths():
     x = torch.arange(103).float()[:, None]
     y = torch.arange(103)
