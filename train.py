@@ -19,23 +19,29 @@ from lightning_stacks.checkpoint import CheckpointError
 from lightning_stacks.cli import split_args
 from lightning_stacks.config import ConfigError, load_config
 from lightning_stacks.data import DataError
+from lightning_stacks.reduction.pipeline import ReductionError
 
 
 def main(argv: list[str]) -> int:
     try:
         path, overrides = split_args(argv)
         cfg = load_config(path, overrides)
-        from lightning_stacks.training import run_training  # heavy imports after arg checks
+        if cfg.rounds:
+            from lightning_stacks.rounds import run_rounds  # heavy imports after arg checks
 
-        module, metrics, trainer = run_training(cfg)
-    except (ConfigError, DataError, CheckpointError) as err:
+            module, metrics, trainer = run_rounds(cfg)
+        else:
+            from lightning_stacks.training import run_training
+
+            module, metrics, trainer = run_training(cfg)
+    except (ConfigError, DataError, CheckpointError, ReductionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if trainer.is_global_zero:
         widths = "/".join(str(n) for n in module.net.widths)
         print(f"neurons per stack: {widths} (total {sum(module.net.widths)})")
         print(f"checkpoint: {cfg.out_dir}/final.ckpt")
-        if cfg.reduce.after_training:
+        if cfg.reduce.after_training and not cfg.rounds:
             from lightning_stacks.reduction.job import reduce_after_training
 
             report, out = reduce_after_training(module, cfg)

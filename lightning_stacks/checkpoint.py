@@ -70,13 +70,15 @@ def atomic_save(obj, path: str | Path) -> None:
             tmp.unlink()
 
 
-def save_module(module, path: str | Path) -> None:
-    """Write ``module`` as a checkpoint that ``StackModule.load_from_checkpoint`` accepts."""
+def save_module(module, path: str | Path, extra: dict | None = None) -> None:
+    """Write ``module`` as a checkpoint that ``StackModule.load_from_checkpoint`` accepts;
+    ``extra`` entries (e.g. the round number) go to the checkpoint's top level."""
     ckpt = {
         "state_dict": module.state_dict(),
         "hyper_parameters": {"config": module.hparams["config"], "architecture": module.net.architecture(), "history": module.history},
         "pytorch-lightning_version": pl.__version__,
         "epoch": 0,
         "global_step": 0,
+        **(extra or {}),
     }
     atomic_save(ckpt, path)

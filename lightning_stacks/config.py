@@ -156,10 +156,27 @@ class ReduceConfig:
 
 
 @dataclass
+class RoundConfig:
+    """One retrain-reduce round: train ``epochs`` (0 = reduce only), then reduce if ``reduce``.
+
+    ``schedule``, ``optim`` and ``reduction`` override the top-level ``schedule.*``, ``optim.*``
+    and ``reduce.*`` keys for this round only (validated: unknown keys are refused).
+    """
+
+    epochs: int = 0
+    reduce: bool = True
+    schedule: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=dict)
+    reduction: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     """The whole job. ``out_dir`` receives checkpoints, logs and reports.
 
-    ``ckpt_path``: resume an interrupted fit (a path, or ``last``). ``init_from``: start a new fit
+    ``rounds``: retrain-reduce rounds (empty = one fit of ``trainer.max_epochs``, reduced after
+    training if ``reduce.after_training``). ``ckpt_path``: resume an interrupted fit (a path, or
+    ``last``). ``init_from``: start a new fit
     from a checkpoint's architecture and weights (e.g. fine-tune a reduced network) with this
     config's optimizer and schedule; its reduction history is carried on.
     """
@@ -175,6 +192,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    rounds: list[RoundConfig] = field(default_factory=list)
 
 
 def _valid_keys(schema: Any, dotted: str) -> tuple[str, list[str]]:
@@ -293,6 +311,26 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"reduce.weak_share must be in [0, 1], got {r.weak_share}")
     if r.sample < 0 or r.kmeans_n_init < 1:
         raise ConfigError("reduce.sample must be >= 0 and reduce.kmeans_n_init >= 1")
+
+
+def round_config(cfg: DictConfig, index: int) -> DictConfig:
+    """The config of round ``index``: the job's config with that round's overrides applied and
+    ``trainer.max_epochs`` set to its epochs; round 0 of a job without ``rounds`` is the job."""
+    if not cfg.rounds:
+        if index != 0:
+            raise ConfigError(f"round {index} does not exist: this job has no rounds")
+        return cfg
+    if not 0 <= index < len(cfg.rounds):
+        raise ConfigError(f"round {index} does not exist: this job has {len(cfg.rounds)} rounds")
+    r = cfg.rounds[index]
+    if r.epochs < 0:
+        raise ConfigError(f"rounds[{index}].epochs must be >= 0, got {r.epochs}")
+    over = {"trainer": {"max_epochs": max(1, int(r.epochs))}, "schedule": dict(r.schedule),
+            "optim": dict(r.optim), "reduce": dict(r.reduction)}
+    schema = Config()
+    out = _merge(cfg, OmegaConf.create(over), schema, f"rounds[{index}]")
+    validate(out)
+    return out
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -155,6 +155,22 @@ class StackModule(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, self.test_metric, names.metric_name("test", self.task))
 
+    # ------------------------------------------------------------------ rounds
+    def set_round_config(self, cfg) -> None:
+        """Train the next fit with ``cfg``'s optimizer and schedule (a round's config)."""
+        self.cfg = cfg
+        self.schedule = Schedule(cfg.schedule, cfg.trainer.max_epochs)
+
+    def replace_network(self, net: DeepStackNetwork, report: dict | None = None) -> None:
+        """Swap in a reduced network (between fits: the next fit builds a fresh optimizer that
+        holds exactly its parameters) and append the reduction report to the history."""
+        if net.input_dim != self.net.input_dim or net.output_dim != self.net.output_dim:
+            raise ValueError(f"replacement maps {net.input_dim} -> {net.output_dim}, expected {self.net.input_dim} -> {self.net.output_dim}")
+        self.net = net
+        if report is not None:
+            self.history.append(report)
+        self.hparams[ARCH_KEY] = net.architecture()
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The network may have been reduced in place since __init__: save what it is now.

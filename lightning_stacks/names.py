@@ -19,3 +19,10 @@ def metric_name(stage: str, task: str) -> str:
 def reduce_neurons(stack: int) -> str:
     """Neurons left in stack ``stack`` (1-based, as in the paper's tables)."""
     return f"reduce/neurons/stack_{stack}"
+
+
+REDUCE_NEURONS_TOTAL = "reduce/neurons/total"
+REDUCE_PARAMS = "reduce/params"
+REDUCE_MAX_CHANGE = "reduce/max_output_change"
+REDUCE_ROUND = "reduce/round"
+REDUCE_STEP = "reduce/step"

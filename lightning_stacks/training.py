@@ -74,11 +74,31 @@ def parse_devices(devices: str):
         raise ConfigError(f"trainer.devices='{devices}' is not 'auto', a count or a list like '0,1'") from None
 
 
-def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, max_epochs: int | None = None) -> pl.Trainer:
-    """A Trainer for ``cfg`` with a checkpoint callback writing ``out_dir/checkpoints/last.ckpt``."""
+def with_step_offset(logger):
+    """Make ``logger`` add ``logger.step_offset`` to every step it logs (a new Trainer per round
+    restarts ``global_step``; dashboards need one step that only grows). The class is swapped
+    for a subclass, so ``isinstance`` checks against the logger's class still hold."""
+    if not logger or hasattr(logger, "step_offset"):
+        return logger
+    base = type(logger)
+
+    class OffsetStep(base):
+        def log_metrics(self, metrics, step=None):
+            return super().log_metrics(metrics, None if step is None else step + self.step_offset)
+
+    OffsetStep.__name__ = OffsetStep.__qualname__ = base.__name__
+    logger.__class__ = OffsetStep
+    logger.step_offset = 0
+    return logger
+
+
+def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, max_epochs: int | None = None,
+                  ckpt_dir: str | Path | None = None, **overrides) -> pl.Trainer:
+    """A Trainer for ``cfg`` with a checkpoint callback writing ``last.ckpt`` every epoch into
+    ``ckpt_dir`` (default ``out_dir/checkpoints``); ``overrides`` go to ``pl.Trainer``."""
     t = cfg.trainer
     out = Path(cfg.out_dir)
-    ckpt = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0, every_n_epochs=1)
+    ckpt = ModelCheckpoint(dirpath=str(ckpt_dir or out / "checkpoints"), save_last=True, save_top_k=0, every_n_epochs=1)
     bar = RichProgressBar() if t.progress_bar == "rich" else TQDMProgressBar(refresh_rate=20)
     cbs = [ckpt] + ([bar] if t.enable_progress_bar else []) + list(callbacks or [])
     return pl.Trainer(
@@ -90,7 +110,7 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, m
         reload_dataloaders_every_n_epochs=1,  # the batch size grows per epoch
         use_distributed_sampler=False,  # TensorBatchLoader shards itself by rank
         default_root_dir=str(out), callbacks=cbs,
-        logger=build_logger(cfg) if logger is None else logger,
+        logger=build_logger(cfg) if logger is None else logger, **overrides,
     )
 
 
