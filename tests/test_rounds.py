@@ -1,0 +1,115 @@
+"""Retrain-reduce rounds: DDP consistency, resume, optimizer after reduction, WandB history."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from lightning_stacks.checkpoint import read_checkpoint
+from lightning_stacks.config import load_config, to_container
+
+ROUNDS = ("rounds=[{epochs: 2, reduction: {tolerances: [0.001,0.001,0.001], clusters: [8,8,4]}},"
+          " {epochs: 2, reduction: {max_drop: 0.05, refit: true}}]")
+ROUND0 = "rounds=[{epochs: 2, reduction: {tolerances: [0.001,0.001,0.001], clusters: [8,8,4]}}]"
+
+
+def widths_history(ckpt: Path) -> list:
+    hp = read_checkpoint(ckpt)["hyper_parameters"]
+    return [[s["widths"] for s in rep["steps"]] for rep in hp["history"]]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_two_rounds_identical_models(tmp_path):
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "trainer.accelerator=cpu",
+                   "trainer.devices=2", "trainer.strategy=ddp", ROUNDS, "logger.kind=csv")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for i in (0, 1):
+        sums = [(tmp_path / "rounds" / f"round_{i}.rank{r}.sha256").read_text() for r in (0, 1)]
+        assert sums[0] == sums[1], f"ranks differ after round {i}: {sums}"
+    assert len(widths_history(tmp_path / "final.ckpt")) == 2  # both rounds reduced
+    assert proc.stdout.strip().splitlines()[-1].startswith("val_mse=")  # round 2 finished
+
+
+def test_resume_after_round_one_equals_uninterrupted_run(tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    a = run_cli("train.py", "configs/debug.yaml", f"out_dir={whole}", ROUNDS)
+    assert a.returncode == 0, a.stderr[-3000:]
+    # a job stopped after round 0's reduction (its checkpoint written), then restarted with the
+    # full round list: round 0 must not be redone, round 1 must run on the reduced shapes
+    b1 = run_cli("train.py", "configs/debug.yaml", f"out_dir={parts}", ROUND0)
+    assert b1.returncode == 0, b1.stderr[-3000:]
+    reduced = read_checkpoint(parts / "rounds" / "round_0.ckpt")["hyper_parameters"]["architecture"]["widths"]
+    b2 = run_cli("train.py", "configs/debug.yaml", f"out_dir={parts}", ROUNDS)
+    assert b2.returncode == 0, b2.stderr[-3000:]
+    assert "resuming after round 0" in b2.stdout and f"round 1: 2 epochs on widths {reduced}" in b2.stdout
+    assert "round 0:" not in b2.stdout
+    assert widths_history(parts / "final.ckpt") == widths_history(whole / "final.ckpt")
+    sa, sb = (read_checkpoint(p / "final.ckpt")["state_dict"] for p in (whole, parts))
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k])
+    # rerunning a finished job does nothing new, and a config with fewer rounds is refused
+    c = run_cli("train.py", "configs/debug.yaml", f"out_dir={parts}", ROUND0)
+    assert c.returncode == 2 and "already holds round 1" in c.stderr
+
+
+def test_round_settings_are_checked_before_training(tmp_path):
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}",
+                   "rounds=[{epochs: 2, reduction: {clusters: [99, 4, 4]}}]")
+    assert proc.returncode == 2
+    assert "rounds[0] (widths now [16, 16, 8]): clusters for stack 1 is 99 > its 16 neurons" in proc.stderr
+    assert not (tmp_path / "rounds" / "round_0" / "last.ckpt").exists(), "nothing was trained"
+
+
+def test_optimizer_after_reduction_holds_exactly_live_parameters(tmp_path):
+    import pytorch_lightning as pl
+
+    from lightning_stacks.callbacks import ReductionCallback
+    from lightning_stacks.data import build_datamodule
+    from lightning_stacks.module import StackModule
+    from lightning_stacks.training import build_trainer
+
+    cfg = load_config(None, ["model.widths=[16,16,8]", "data.n_train=256", "trainer.max_epochs=2", f"out_dir={tmp_path}",
+                             "logger.kind=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+                             "schedule.warmup_epochs=0", "schedule.l2_start=1e-3", "schedule.l2_end=1e-3",
+                             "reduce.tolerances=[0.001,0.001,0.001]", "reduce.clusters=[6,6,3]"])
+    module = StackModule(to_container(cfg))
+    dm = build_datamodule(cfg.data, module.schedule)
+    cb = ReductionCallback(cfg, 0, dm)
+    build_trainer(cfg, callbacks=[cb], logger=False).fit(module, datamodule=dm)
+    assert cb.done and module.net.widths != [16, 16, 8] and len(module.history) == 1
+
+    class Probe(pl.Callback):
+        def on_train_start(self, trainer, m):
+            self.opt_ids = [id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]]
+            self.groups = {g["name"]: [p.detach().clone() for p in g["params"]] for g in trainer.optimizers[0].param_groups}
+            self.live = {g["name"]: g["params"] for g in trainer.optimizers[0].param_groups}
+
+    probe = Probe()
+    build_trainer(cfg, callbacks=[probe], logger=False).fit(module, datamodule=dm)
+    assert sorted(probe.opt_ids) == sorted(id(p) for p in module.parameters())
+    assert len(probe.opt_ids) == len(set(probe.opt_ids))
+    for name, before in probe.groups.items():
+        changed = [not torch.equal(b, p.detach()) for b, p in zip(before, probe.live[name], strict=True) if b.numel()]
+        assert any(changed), f"param group {name} did not train after the reduction"
+
+
+def test_wandb_offline_run_records_every_reduction_step(tmp_path):
+    from wandb_reader import history
+
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", ROUNDS, "logger.kind=wandb",
+                   "trainer.log_every_n_steps=1", env={"WANDB_API_KEY": "", "WANDB_MODE": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_files = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    rows = history(run_files[0])
+    red = [r for r in rows if "reduce/neurons/stack_1" in r]
+    assert [(r["reduce/round"], r["reduce/step"]) for r in red] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
+    for r in red:
+        assert {"reduce/neurons/stack_2", "reduce/neurons/stack_3", "reduce/neurons/total", "reduce/params",
+                "reduce/train_metric", "reduce/test_metric", "reduce/max_output_change"} <= set(r)
+    steps = [r["trainer/global_step"] for r in rows if "trainer/global_step" in r]
+    assert steps == sorted(steps) and steps[-1] > steps[0]
+    assert any("train/loss" in r for r in rows)
+    final = history(run_files[0])[-1]
+    assert "final/val_mse" in final or any("final/val_mse" in r for r in rows)

@@ -1,0 +1,53 @@
+"""Read the history of an offline WandB run from its ``run-*.wandb`` file (test helper).
+
+wandb >= 0.2x no longer ships a Python reader; the file is a LevelDB-style log (a 7-byte
+``:W&B`` header, then 32 KiB blocks of records framed as crc32 (4) + length (2, LE) + type (1),
+types FULL=1 / FIRST=2 / MIDDLE=3 / LAST=4) of protobuf ``Record`` messages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BLOCK = 32768
+HEADER = 7
+
+
+def records(path: Path) -> list[bytes]:
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a wandb run file")
+    out, buf, pos = [], b"", HEADER
+    while pos + HEADER <= len(data):
+        left = BLOCK - pos % BLOCK
+        if left < HEADER:  # block trailer padding
+            pos += left
+            continue
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
+        kind = data[pos + 6]
+        chunk = data[pos + HEADER : pos + HEADER + length]
+        pos += HEADER + length
+        if kind == 1:
+            out.append(chunk)
+        elif kind == 2:
+            buf = chunk
+        elif kind == 3:
+            buf += chunk
+        elif kind == 4:
+            out.append(buf + chunk)
+            buf = b""
+    return out
+
+
+def history(run_file: Path) -> list[dict]:
+    """Every logged history row as a dict ``key -> value``."""
+    from wandb.proto import wandb_internal_pb2
+
+    rows = []
+    for raw in records(run_file):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == "history":
+            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
+    return rows
