@@ -12,6 +12,8 @@ records a checksum per rank so tests and users can verify it.
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -20,6 +22,37 @@ from omegaconf import DictConfig
 
 from . import names
 from .model import DeepStackNetwork
+
+
+class AtomicLastCheckpoint(pl.Callback):
+    """Write ``dirpath/last.ckpt`` at the end of every training epoch, atomically.
+
+    Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes ``last.ckpt`` only when
+    training ends, and overwrites in place; this writes a temporary file (all ranks take part in
+    ``trainer.save_checkpoint``; rank 0 writes) and renames it, so a kill mid-write never leaves
+    the only copy corrupt and a killed job can resume from its last finished epoch.
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: str | Path):
+        self.dirpath = Path(dirpath)
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.FILENAME
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        tmp = self.dirpath / f".{self.FILENAME}.tmp"
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.strategy.barrier("last_ckpt_dir")
+        trainer.save_checkpoint(tmp)  # collective; ends with a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last_ckpt_renamed")
 
 
 def network_checksum(net: torch.nn.Module) -> str:
@@ -45,6 +78,15 @@ def step_metrics(rec: dict, round_index: int, step_index: int) -> dict[str, floa
     for split, value in rec["metrics"].items():
         out[f"reduce/{split}_metric"] = float(value)
     return out
+
+
+def report_table_rows(report: dict) -> tuple[list[str], list[list]]:
+    """The paper-style table (one row per step) as columns and rows."""
+    J = len(report["steps"][0]["widths"])
+    columns = ["step"] + [f"n{j + 1}" for j in range(J)] + ["params", "train", "test", "max_output_change", "seconds"]
+    rows = [[s["step"], *s["widths"], s["params"], s["metrics"].get("train"), s["metrics"].get("test"),
+             s["max_output_change"], s["seconds"]] for s in report["steps"]]
+    return columns, rows
 
 
 class ReductionCallback(pl.Callback):
@@ -110,4 +152,8 @@ class ReductionCallback(pl.Callback):
             step = trainer.global_step  # the logger adds the rounds' offset (see training.with_step_offset)
             for k, rec in enumerate(self.report["steps"]):
                 trainer.logger.log_metrics(step_metrics(rec, self.round_index, k), step=step)
+            log_table = getattr(trainer.logger, "log_table", None)  # WandbLogger: the paper's table
+            if log_table is not None:
+                columns, rows = report_table_rows(self.report)
+                log_table(key=f"reduce/table_round_{self.round_index}", columns=columns, data=rows)
             trainer.logger.save()

@@ -133,6 +133,8 @@ class ReduceConfig:
     the paper, least-squares refit of each reduced stack's W and c to the original stack outputs.
     ``bottleneck_tol``: beyond the paper, >= 0 shrinks the linear bottlenecks to the rank of their
     values on the checked inputs (relative singular-value cut-off; 0 = exact); -1 = off.
+    ``baseline``: automatic mode measures the drop from the ``current`` network's metric, or from
+    the ``first`` one in the reduction history (the full network, across retrain-reduce rounds).
     ``sample``: step 1 checks this many random training inputs (0 = all).
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
@@ -147,6 +149,7 @@ class ReduceConfig:
     weak_share: float = 0.25
     refit: bool = False
     bottleneck_tol: float = -1.0
+    baseline: str = "current"
     reference: str = "train"
     seed: int = 0
     kmeans_n_init: int = 3
@@ -299,6 +302,7 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg.trainer.progress_bar, ("tqdm", "rich"), "trainer.progress_bar")
     r = cfg.reduce
     _choice(r.reference, ("train", "val", "test"), "reduce.reference")
+    _choice(r.baseline, ("current", "first"), "reduce.baseline")
     if r.max_drop != -1.0 and not 0 <= r.max_drop <= 1:
         raise ConfigError(f"reduce.max_drop must be in [0, 1] (or -1 for manual mode), got {r.max_drop}")
     if any(not t >= 0 for t in r.tolerances):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
 from . import names
 from .config import ConfigError, to_container
@@ -94,11 +94,13 @@ def with_step_offset(logger):
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, max_epochs: int | None = None,
                   ckpt_dir: str | Path | None = None, **overrides) -> pl.Trainer:
-    """A Trainer for ``cfg`` with a checkpoint callback writing ``last.ckpt`` every epoch into
-    ``ckpt_dir`` (default ``out_dir/checkpoints``); ``overrides`` go to ``pl.Trainer``."""
+    """A Trainer for ``cfg`` whose :class:`AtomicLastCheckpoint` writes ``last.ckpt`` every epoch
+    into ``ckpt_dir`` (default ``out_dir/checkpoints``); ``overrides`` go to ``pl.Trainer``."""
+    from .callbacks import AtomicLastCheckpoint
+
     t = cfg.trainer
     out = Path(cfg.out_dir)
-    ckpt = ModelCheckpoint(dirpath=str(ckpt_dir or out / "checkpoints"), save_last=True, save_top_k=0, every_n_epochs=1)
+    ckpt = AtomicLastCheckpoint(ckpt_dir or out / "checkpoints")
     bar = RichProgressBar() if t.progress_bar == "rich" else TQDMProgressBar(refresh_rate=20)
     cbs = [ckpt] + ([bar] if t.enable_progress_bar else []) + list(callbacks or [])
     return pl.Trainer(
@@ -109,7 +111,7 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, m
         deterministic=t.deterministic, check_val_every_n_epoch=t.check_val_every_n_epoch,
         reload_dataloaders_every_n_epochs=1,  # the batch size grows per epoch
         use_distributed_sampler=False,  # TensorBatchLoader shards itself by rank
-        default_root_dir=str(out), callbacks=cbs,
+        default_root_dir=str(out), callbacks=cbs, enable_checkpointing=False,
         logger=build_logger(cfg) if logger is None else logger, **overrides,
     )
 
@@ -138,8 +140,10 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
     dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
     trainer = build_trainer(cfg)
     ckpt_path = cfg.ckpt_path or None
-    if ckpt_path and ckpt_path != "last" and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path '{ckpt_path}' does not exist")
+    if ckpt_path == "last":
+        ckpt_path = str(Path(cfg.out_dir) / "checkpoints" / "last.ckpt")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path '{cfg.ckpt_path}' does not exist (looked for {ckpt_path})")
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     final = Path(cfg.out_dir) / "final.ckpt"
     trainer.save_checkpoint(str(final))

@@ -81,3 +81,19 @@ def test_reduce_cli_refuses_non_checkpoint(tmp_path):
     junk.write_text("hello")
     proc = run_cli("reduce.py", str(junk))
     assert proc.returncode == 2 and "not a readable PyTorch checkpoint" in proc.stderr
+
+
+def test_resume_single_fit_from_last(tmp_path):
+    a = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "trainer.max_epochs=2")
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "trainer.max_epochs=3", "ckpt_path=last")
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert "Restored all states from the checkpoint" in b.stderr + b.stdout
+    import torch as _t
+
+    assert _t.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_missing_resume_checkpoint_is_named(tmp_path):
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "ckpt_path=last")
+    assert proc.returncode == 2 and "ckpt_path 'last' does not exist" in proc.stderr

@@ -133,3 +133,13 @@ def test_refit_and_bottleneck_steps_in_the_pipeline(trained_digits):
     last, before = report.steps[-1], report.steps[-2]
     assert last.params <= before.params and last.widths == before.widths
     assert last.max_output_change <= before.max_output_change + 1e-4  # exact rank: no new change
+
+
+def test_automatic_mode_with_an_unreachable_baseline_removes_nothing_lossy(trained_digits):
+    module, dm, _ = trained_digits
+    x, y = dm.split("train")
+    exact, _ = reduce_network(module.net, x, ReduceSettings(), task="classification")
+    # the drop is measured from a perfect baseline: already over budget, so no lossy removal
+    reduced, report = reduce_network(module.net, x, ReduceSettings(max_drop=0.001, baseline=1.0), task="classification", y_ref=y)
+    assert reduced.widths == exact.widths
+    assert report.settings["chosen_clusters"] == exact.widths

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from lightning_stacks.checkpoint import read_checkpoint
 from lightning_stacks.config import load_config, to_container
 
@@ -111,5 +111,38 @@ def test_wandb_offline_run_records_every_reduction_step(tmp_path):
     steps = [r["trainer/global_step"] for r in rows if "trainer/global_step" in r]
     assert steps == sorted(steps) and steps[-1] > steps[0]
     assert any("train/loss" in r for r in rows)
-    final = history(run_files[0])[-1]
-    assert "final/val_mse" in final or any("final/val_mse" in r for r in rows)
+    assert any("final/val_mse" in r for r in rows)
+    for i in (0, 1):  # the paper-style table per round, one row per reduction step
+        tables = [r for r in rows if f"reduce/table_round_{i}/_type" in r]
+        assert tables and tables[0][f"reduce/table_round_{i}/_type"] == "table-file"
+        assert tables[0][f"reduce/table_round_{i}/nrows"] == 4
+
+
+@pytest.mark.slow
+def test_killed_mid_round_resumes_from_its_last_epoch(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    args = [sys.executable, str(ROOT / "train.py"), "configs/debug.yaml", f"out_dir={tmp_path}", "data.n_train=6000",
+            "schedule.batch_start=16", "schedule.batch_end=16", "rounds=[{epochs: 30, reduction: {tolerances: [0,0,0]}}]"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "WANDB_MODE": "offline"})
+    last = tmp_path / "rounds" / "round_0" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "an epoch checkpoint is written during the round"
+    epoch = torch.load(last, weights_only=False)["epoch"]
+    assert epoch < 29, "killed before the round finished"
+    again = run_cli("train.py", *args[2:])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(resuming" in again.stdout and "Restored all states" in again.stdout + again.stderr
+    assert (tmp_path / "rounds" / "round_0.ckpt").is_file()

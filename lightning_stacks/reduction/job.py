@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -15,13 +16,19 @@ from ..module import StackModule
 from .pipeline import ReduceSettings, ReductionError, ReductionReport, StepRecord, reduce_network
 
 
-def settings_from_config(r) -> ReduceSettings:
-    """``ReduceConfig`` -> :class:`ReduceSettings`."""
-    return ReduceSettings(
-        outside=r.outside, sample=r.sample, tolerances=[float(t) for t in r.tolerances],
-        clusters=[int(k) for k in r.clusters], max_drop=float(r.max_drop), weak_share=float(r.weak_share), refit=bool(r.refit), bottleneck_tol=float(r.bottleneck_tol), seed=r.seed,
-        kmeans_n_init=r.kmeans_n_init,
-    )
+def settings_from_config(r, history: list | None = None) -> ReduceSettings:
+    """``ReduceConfig`` (+ the module's reduction history, for ``baseline=first``) -> settings."""
+    baseline = None
+    if r.baseline == "first" and history:
+        first = history[0]["steps"][0]["metrics"]
+        if r.reference not in first:
+            raise ReductionError(f"reduce.baseline=first needs the '{r.reference}' metric in the first report; it has {sorted(first)}")
+        baseline = float(first[r.reference])
+    shared = {f.name for f in fields(ReduceSettings)} - {"baseline"}
+    values = {name: r[name] for name in shared}  # same names and meanings as ReduceConfig
+    values["tolerances"] = [float(t) for t in values["tolerances"]]
+    values["clusters"] = [int(k) for k in values["clusters"]]
+    return ReduceSettings(baseline=baseline, **values)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,12 +64,14 @@ def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step)
     net = net.to(device)
     x_ref, y_ref = dm.split(cfg.reduce.reference)
     splits = {"train": dm.split("train"), "test": dm.split("test")}
+    if cfg.reduce.reference == "val":
+        splits["val"] = dm.split("val")
 
     def evaluator(candidate):
         return {name: evaluate(candidate, x, y, module.task) for name, (x, y) in splits.items()}
 
     reduced, report = reduce_network(
-        net, x_train, settings_from_config(cfg.reduce), task=module.task, x_ref=x_ref, y_ref=y_ref,
+        net, x_train, settings_from_config(cfg.reduce, module.history), task=module.task, x_ref=x_ref, y_ref=y_ref,
         evaluate=evaluator, log=log,
     )
     new = StackModule(to_container(cfg), architecture=reduced.architecture(), history=module.history + [report.to_dict()])

@@ -61,6 +61,8 @@ class ReduceSettings:
         bottleneck_tol: beyond the paper: when >= 0, a last step shrinks every hidden linear
             bottleneck to the affine subspace its values span on the checked inputs (singular
             values > bottleneck_tol * the largest; 0 = exact rank). -1 = off.
+        baseline: automatic mode measures the drop from this metric value (e.g. the full
+            network's, before earlier rounds' reductions); None = the network being reduced.
         seed: k-means and sampling seed.
         kmeans_n_init: k-means restarts.
     """
@@ -73,6 +75,7 @@ class ReduceSettings:
     weak_share: float = 0.25
     refit: bool = False
     bottleneck_tol: float = -1.0
+    baseline: float | None = None
     seed: int = 0
     kmeans_n_init: int = 3
 
@@ -307,11 +310,11 @@ def count_parameters(stacks: list[StackWeights]) -> int:
 class _Budget:
     """Evaluates candidate stacks on the reference set and checks the metric drop."""
 
-    def __init__(self, stacks, x_ref, y_ref, task, max_drop, weak_share):
+    def __init__(self, stacks, x_ref, y_ref, task, max_drop, weak_share, baseline=None):
         self.task, self.y_ref, self.max_drop, self.weak_share = task, y_ref, max_drop, weak_share
         self.J = len(stacks)
         self.x_ref = x_ref
-        self.ref_metric = metric_from_outputs(run_stacks(stacks, x_ref), y_ref, task)
+        self.ref_metric = metric_from_outputs(run_stacks(stacks, x_ref), y_ref, task) if baseline is None else baseline
         self.evaluations = 0
 
     def drop(self, metric: float) -> float:
@@ -345,13 +348,14 @@ def _largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     return lo
 
 
-def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init, weak_share=0.25, fit: Fit | None = None):
+def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init, weak_share=0.25, fit: Fit | None = None,
+                                 baseline: float | None = None):
     """Automatic mode: per stack, the largest weak-removal prefix, then the fewest clusters, whose
     metric drop on (x_ref, y_ref) stays within the ramped budget (with ``fit``: each candidate is
     refitted first, see :func:`_lossy_pass`). Returns the stacks after each phase, the chosen
     tolerances and cluster counts, and the budget (which counted the evaluations)."""
     J = len(stacks)
-    budget = _Budget(stacks, x_ref, y_ref, task, max_drop, weak_share)
+    budget = _Budget(stacks, x_ref, y_ref, task, max_drop, weak_share, baseline)
 
     def finish(cand, z_fit, j):
         return refit_outgoing(cand, z_fit, fit[1][j]) if fit is not None else cand
@@ -510,7 +514,7 @@ def reduce_network(
     if settings.automatic:
         t0 = time.perf_counter()
         after_weak, after_cluster, tols, ks, budget = auto_tolerances_and_clusters(
-            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init, settings.weak_share, fit)
+            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init, settings.weak_share, fit, settings.baseline)
         dt = time.perf_counter() - t0
         t_red += dt
         report.evaluations = budget.evaluations
