@@ -80,6 +80,48 @@ def step_metrics(rec: dict, round_index: int, step_index: int) -> dict[str, floa
     return out
 
 
+def optimizer_state_by_name(trainer: pl.Trainer, pl_module) -> dict[str, dict]:
+    """Adam state of the module's network, keyed by parameter name (empty if none yet)."""
+    if not trainer.optimizers:
+        return {}
+    opt = trainer.optimizers[0]
+    out = {}
+    for name, p in pl_module.net.named_parameters():
+        st = opt.state.get(p)
+        if st:
+            out[name] = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+    return out
+
+
+def slice_optimizer_state(old: dict[str, dict], net: torch.nn.Module, kept_ids: list[list[int]]) -> dict[str, dict]:
+    """Carry Adam moments to the reduced network: rows of V / entries of b / columns of W of
+    neurons that survived (``kept_ids`` >= 0) are copied, new (merged) neurons get zeros, other
+    tensors are copied when their shape is unchanged and zeroed otherwise. ``step`` is kept."""
+    new = {}
+    for name, p in net.named_parameters():
+        src = old.get(name)
+        if src is None:
+            continue
+        parts = name.split(".")  # stacks.<j>.<V|W|A1|A2|S>.<weight|bias>
+        j, layer, kind = int(parts[1]), parts[2], parts[3]
+        ids = torch.tensor(kept_ids[j], dtype=torch.long)
+        state = {"step": src["step"]}
+        for key in ("exp_avg", "exp_avg_sq"):
+            old_t = src[key]
+            t = torch.zeros_like(p)
+            if layer == "V" or (layer == "W" and kind == "weight"):
+                dim = 0 if layer == "V" else 1
+                ok = ids >= 0
+                if ok.any():
+                    dst = torch.nonzero(ok).flatten().to(p.device)
+                    t.index_copy_(dim, dst, old_t.index_select(dim, ids[ok].to(old_t.device)).to(p.device))
+            elif old_t.shape == p.shape:
+                t.copy_(old_t)
+            state[key] = t
+        new[name] = state
+    return new
+
+
 def report_table_rows(report: dict) -> tuple[list[str], list[list]]:
     """The paper-style table (one row per step) as columns and rows."""
     J = len(report["steps"][0]["widths"])
@@ -129,6 +171,7 @@ class ReductionCallback(pl.Callback):
         from .reduction.job import print_step, reduce_module
 
         device = trainer.strategy.root_device
+        old_state = optimizer_state_by_name(trainer, pl_module) if self.cfg.reduce.optimizer_state == "carry" else {}
         payload = None
         if trainer.is_global_zero:
             pl_module.net.to(device)
@@ -146,6 +189,8 @@ class ReductionCallback(pl.Callback):
         net = DeepStackNetwork.from_architecture(payload["architecture"])
         net.load_state_dict(payload["state_dict"])
         pl_module.replace_network(net.to(device), payload["report"])
+        if old_state:  # every rank slices its own (DDP-synchronized) state with the same ids
+            pl_module.pending_optimizer_state = slice_optimizer_state(old_state, pl_module.net, payload["report"]["kept_ids"])
         self.report = payload["report"]
         self.checksum = network_checksum(pl_module.net)
         if trainer.is_global_zero and trainer.logger:

@@ -139,6 +139,9 @@ class ReduceConfig:
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
     ``after_training``: ``train.py`` reduces its final network and writes ``final_reduced.ckpt``.
+    ``optimizer_state``: what the next round's Adam starts from: ``reset`` (fresh state) or
+    ``carry`` (moments of the neurons that survived unmerged are sliced over, merged neurons and
+    re-factorized affine weights start at zero).
     """
 
     outside: bool = True
@@ -156,6 +159,7 @@ class ReduceConfig:
     device: str = "auto"
     output: str = ""
     after_training: bool = False
+    optimizer_state: str = "reset"
 
 
 @dataclass
@@ -303,6 +307,7 @@ def validate(cfg: DictConfig) -> None:
     r = cfg.reduce
     _choice(r.reference, ("train", "val", "test"), "reduce.reference")
     _choice(r.baseline, ("current", "first"), "reduce.baseline")
+    _choice(r.optimizer_state, ("reset", "carry"), "reduce.optimizer_state")
     if r.max_drop != -1.0 and not 0 <= r.max_drop <= 1:
         raise ConfigError(f"reduce.max_drop must be in [0, 1] (or -1 for manual mode), got {r.max_drop}")
     if any(not t >= 0 for t in r.tolerances):

@@ -55,6 +55,7 @@ class StackModule(pl.LightningModule):
         self.schedule = Schedule(self.cfg.schedule, self.cfg.trainer.max_epochs)
         self.l2_coef = 0.0
         self.l2_affine_coef = 0.0
+        self.pending_optimizer_state: dict = {}  # set by ReductionCallback for the next fit
         if self.task == "classification":
             n_cls = dm_cls.output_dim
             self.val_metric = torchmetrics.Accuracy(task="multiclass", num_classes=n_cls)
@@ -102,7 +103,13 @@ class StackModule(pl.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        return torch.optim.Adam(self.param_groups(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        opt = torch.optim.Adam(self.param_groups(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+        if self.pending_optimizer_state:  # carried over a reduction (reduce.optimizer_state=carry)
+            for name, p in self.net.named_parameters():
+                if name in self.pending_optimizer_state:
+                    opt.state[p] = {k: (v.to(p.device) if torch.is_tensor(v) else v) for k, v in self.pending_optimizer_state[name].items()}
+            self.pending_optimizer_state = {}
+        return opt
 
     def apply_schedule(self, epoch: int) -> None:
         """Set this epoch's l2 coefficients and LRs (batch size is the DataModule's job)."""

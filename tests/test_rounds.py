@@ -146,3 +146,54 @@ def test_killed_mid_round_resumes_from_its_last_epoch(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "(resuming" in again.stdout and "Restored all states" in again.stdout + again.stderr
     assert (tmp_path / "rounds" / "round_0.ckpt").is_file()
+
+
+@pytest.mark.parametrize("mode", ["reset", "carry"])
+def test_optimizer_state_after_reduction(tmp_path, mode):
+    import pytorch_lightning as pl
+
+    from lightning_stacks.callbacks import ReductionCallback
+    from lightning_stacks.data import build_datamodule
+    from lightning_stacks.module import StackModule
+    from lightning_stacks.training import build_trainer
+
+    cfg = load_config(None, ["model.widths=[16,16,8]", "data.n_train=256", "trainer.max_epochs=2", f"out_dir={tmp_path}",
+                             "logger.kind=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu",
+                             "reduce.tolerances=[0.001,0.001,0.001]", "reduce.clusters=[12,12,6]",
+                             f"reduce.optimizer_state={mode}"])
+    module = StackModule(to_container(cfg))
+    dm = build_datamodule(cfg.data, module.schedule)
+
+    class Before(pl.Callback):  # runs before the reduction callback (list order)
+        def on_train_end(self, trainer, m):
+            opt = trainer.optimizers[0]
+            self.state = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in m.net.named_parameters()}
+
+    before = Before()
+    cb = ReductionCallback(cfg, 0, dm)
+    build_trainer(cfg, callbacks=[before, cb], logger=False).fit(module, datamodule=dm)
+    kept = cb.report["kept_ids"]
+
+    class After(pl.Callback):
+        def on_train_start(self, trainer, m):
+            opt = trainer.optimizers[0]
+            self.state = {n: {k: v.clone() for k, v in opt.state.get(p, {}).items()} for n, p in m.net.named_parameters()}
+
+    after = After()
+    build_trainer(cfg, callbacks=[after], logger=False).fit(module, datamodule=dm)
+    if mode == "reset":
+        assert all(not s for s in after.state.values())
+        return
+    survived = 0
+    for j, ids in enumerate(kept):
+        old, new = before.state[f"stacks.{j}.V.weight"]["exp_avg"], after.state[f"stacks.{j}.V.weight"]["exp_avg"]
+        oldw, neww = before.state[f"stacks.{j}.W.weight"]["exp_avg"], after.state[f"stacks.{j}.W.weight"]["exp_avg"]
+        for i, src in enumerate(ids):
+            if src >= 0:
+                survived += 1
+                torch.testing.assert_close(new[i], old[src])
+                torch.testing.assert_close(neww[:, i], oldw[:, src])
+            else:
+                assert torch.all(new[i] == 0)
+        torch.testing.assert_close(after.state[f"stacks.{j}.W.bias"]["exp_avg"], before.state[f"stacks.{j}.W.bias"]["exp_avg"])
+    assert survived > 0

@@ -38,6 +38,7 @@ class StackWeights:
     A1: torch.Tensor | None = None
     A2: torch.Tensor | None = None
     S: torch.Tensor | None = None
+    ids: torch.Tensor | None = None  # (n,) index of each neuron in the unreduced stack; -1 = new
 
     @property
     def n(self) -> int:
@@ -69,10 +70,11 @@ class StackWeights:
     def keep(self, mask: torch.Tensor) -> StackWeights:
         """Only the ReLU neurons where ``mask`` (n,) is true (index_select surgery)."""
         idx = torch.nonzero(mask, as_tuple=False).flatten()
-        return replace(self, V=self.V.index_select(0, idx), b=self.b.index_select(0, idx), W=self.W.index_select(1, idx))
+        ids = None if self.ids is None else self.ids.index_select(0, idx.to(self.ids.device))
+        return replace(self, V=self.V.index_select(0, idx), b=self.b.index_select(0, idx), W=self.W.index_select(1, idx), ids=ids)
 
     def to(self, dtype: torch.dtype) -> StackWeights:
-        conv = {k: (None if getattr(self, k) is None else getattr(self, k).to(dtype)) for k in ("V", "b", "W", "c", "A1", "A2", "S")}
+        conv = {k: (None if getattr(self, k) is None else getattr(self, k).to(dtype)) for k in ("V", "b", "W", "c", "A1", "A2", "S")}  # ids stay int
         return replace(self, **conv)
 
 
@@ -296,7 +298,12 @@ def merge_clusters(st: StackWeights, labels: torch.Tensor, eps: float = 1e-12) -
     v_new = u * scale[:, None]
     b_new = -xi * scale  # |v_new| = scale since |u| = 1
     w_new = wh / scale[None, :]
-    merged = replace(st, V=v_new[ok].to(dtype), b=b_new[ok].to(dtype), W=w_new[:, ok].to(dtype))
+    ids = None
+    if st.ids is not None:  # a singleton cluster keeps its neuron's identity; a merge is new
+        sizes = torch.zeros(K, dtype=torch.long, device=labels.device).index_add_(0, labels, torch.ones_like(labels))
+        first = torch.full((K,), -1, dtype=torch.long, device=labels.device).scatter_(0, labels, st.ids.to(labels.device))
+        ids = torch.where(sizes == 1, first, torch.full_like(first, -1))[ok]
+    merged = replace(st, V=v_new[ok].to(dtype), b=b_new[ok].to(dtype), W=w_new[:, ok].to(dtype), ids=ids)
     return merged, MergeInfo(K, int(ok.sum().item()), int((~ok).sum().item()))
 
 

@@ -134,6 +134,7 @@ class ReductionReport:
     steps: list[StepRecord] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     evaluations: int = 0  # metric evaluations spent by the automatic search
+    kept_ids: list[list[int]] = field(default_factory=list)  # per stack: original index of each neuron, -1 = new
     reduce_seconds: float = 0.0
     eval_seconds: float = 0.0
 
@@ -170,7 +171,7 @@ def stack_weights(net: DeepStackNetwork) -> list[StackWeights]:
         elif s.skip == "direct":
             extra = {"S": s.S.weight.detach().clone()}
         out.append(StackWeights(s.V.weight.detach().clone(), s.V.bias.detach().clone(), s.W.weight.detach().clone(),
-                                s.W.bias.detach().clone(), skip=s.skip, **extra))
+                                s.W.bias.detach().clone(), skip=s.skip, ids=torch.arange(s.n, device=s.V.weight.device), **extra))
     return out
 
 
@@ -542,5 +543,6 @@ def reduce_network(
         record("bottleneck", stacks, dt, det)
     report.reduce_seconds = t_red
     report.eval_seconds = t_eval
+    report.kept_ids = [st.ids.tolist() if st.ids is not None else [-1] * st.n for st in stacks]
     reduced = build_network(stacks)
     return reduced, report
