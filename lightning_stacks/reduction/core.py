@@ -11,6 +11,7 @@ float64 and is cast back, so exact rewrites stay exact to float32 round-off.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -87,12 +88,16 @@ def _check_stack(st: StackWeights) -> None:
 
 
 # --------------------------------------------------------------------------- step 1
-def preactivation_range(V: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def preactivation_range(V: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, chunk: int | None = None,
+                        on_block: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Min and max over the rows of Z of ``h_k(z) = v_k.z + b_k``, in chunked matmuls.
 
     Args:
         V: (n, d_in), b: (n,), Z: (N, d_in) on the same device.
         chunk: rows per block; default keeps a block under ``SCAN_BLOCK_BYTES``.
+        on_block: called as ``on_block(H, z)`` with each block's pre-activations H (B, n) and
+            inputs z (B, d_in), e.g. to compute the stack's outputs in the same pass. It may
+            modify H in place (it is not used afterwards).
 
     Returns:
         (hmin, hmax), each (n,). For N = 0 they are (+inf, -inf).
@@ -102,13 +107,17 @@ def preactivation_range(V: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, chunk
     n = V.shape[0]
     hmin = torch.full((n,), math.inf, dtype=V.dtype, device=V.device)
     hmax = torch.full((n,), -math.inf, dtype=V.dtype, device=V.device)
-    if n == 0:
+    if n == 0 and on_block is None:
         return hmin, hmax
     chunk = chunk or max(1, SCAN_BLOCK_BYTES // (max(n, 1) * V.element_size()))
     for i in range(0, Z.shape[0], chunk):
-        H = torch.addmm(b, Z[i : i + chunk].to(V.device, V.dtype), V.T)  # (B, n)
-        hmin = torch.minimum(hmin, H.amin(0))
-        hmax = torch.maximum(hmax, H.amax(0))
+        z = Z[i : i + chunk].to(V.device, V.dtype)
+        H = torch.addmm(b, z, V.T)  # (B, n)
+        if n:
+            hmin = torch.minimum(hmin, H.amin(0))
+            hmax = torch.maximum(hmax, H.amax(0))
+        if on_block is not None:
+            on_block(H, z)
     return hmin, hmax
 
 

@@ -25,12 +25,12 @@ import torch
 from ..evaluation import metric_from_outputs
 from ..model import DeepStackNetwork
 from .core import (
-    SCAN_BLOCK_BYTES,
     StackWeights,
     bottleneck_basis,
     cluster_stack,
     find_outside_neurons,
     fold_always_active,
+    preactivation_range,
     project_bottleneck,
     refit_outgoing,
     remove_weak,
@@ -206,23 +206,14 @@ def run_stacks(stacks: list[StackWeights], z: torch.Tensor, start: int = 0, chun
 def scan_stack(st: StackWeights, Z: torch.Tensor, need_output: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One pass over Z (N, d_in): min/max pre-activation per neuron (n,) and, if asked, the stack's
     output (N, d_out) from the same pre-activation blocks (one matmul per block, not two)."""
-    n = st.n
-    hmin = torch.full((n,), float("inf"), dtype=st.V.dtype, device=st.V.device)
-    hmax = torch.full((n,), float("-inf"), dtype=st.V.dtype, device=st.V.device)
-    outs = []
-    chunk = max(1, SCAN_BLOCK_BYTES // (max(n, 1) * st.V.element_size()))
+    outs: list[torch.Tensor] = []
     aff = st.affine_matrix().T if st.skip != "none" else None
-    for i in range(0, Z.shape[0], chunk):
-        z = Z[i : i + chunk]
-        H = torch.addmm(st.b, z, st.V.T)  # (B, n)
-        if n:
-            hmin = torch.minimum(hmin, H.amin(0))
-            hmax = torch.maximum(hmax, H.amax(0))
-        if need_output:
-            out = torch.addmm(st.c, H.clamp_min_(0), st.W.T)  # (B, d_out)
-            if aff is not None:
-                out = out.addmm_(z, aff)
-            outs.append(out)
+
+    def output(H: torch.Tensor, z: torch.Tensor) -> None:
+        out = torch.addmm(st.c, H.clamp_min_(0), st.W.T)  # (B, d_out)
+        outs.append(out.addmm_(z, aff) if aff is not None else out)
+
+    hmin, hmax = preactivation_range(st.V, st.b, Z, on_block=output if need_output else None)
     return hmin, hmax, (torch.cat(outs) if need_output else None)
 
 
