@@ -1,6 +1,6 @@
 """Reduce a trained Deep Stack Network with the Reduction Algorithm (SPEC section 2).
 
-    python reduce.py runs/sine/final.ckpt reduce.tolerances=[0.05,0.05,0.05] reduce.clusters=[10,8,4]
+    python reduce.py runs/sine/final.ckpt reduce.tolerances=[0.04,0.06,0.2] reduce.clusters=[13,20,24]
     python reduce.py runs/sine/final.ckpt reduce.max_drop=0.01        # automatic: <= 1% relative MSE rise
     python reduce.py runs/mnist/final.ckpt reduce.max_drop=1e-3 data.root=../shared/data/mnist
     python reduce.py CKPT configs/reduce_sine.yaml                   # settings from a YAML file
