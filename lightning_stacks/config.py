@@ -163,6 +163,19 @@ class ReduceConfig:
 
 
 @dataclass
+class GroupSparsityConfig:
+    """Sparse group lasso on each ReLU neuron's incoming weights (Alvarez & Salzmann), applied
+    by its prox after every optimizer step. ``lambdas``: per stack, or one value for all; empty
+    = off. ``alpha``: l1 share in [0, 1]. ``start_epoch``: -1 = after ``schedule.warmup_epochs``.
+    """
+
+    lambdas: list[float] = field(default_factory=list)
+    alpha: float = 0.0
+    include_bias: bool = True
+    start_epoch: int = -1
+
+
+@dataclass
 class RoundConfig:
     """One retrain-reduce round: train ``epochs`` (0 = reduce only), then reduce if ``reduce``.
 
@@ -199,6 +212,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    group_sparsity: GroupSparsityConfig = field(default_factory=GroupSparsityConfig)
     rounds: list[RoundConfig] = field(default_factory=list)
 
 
@@ -304,6 +318,11 @@ def validate(cfg: DictConfig) -> None:
     if d.noise < 0 or d.val_size < 0:
         raise ConfigError("data.noise and data.val_size must be >= 0")
     _choice(cfg.trainer.progress_bar, ("tqdm", "rich"), "trainer.progress_bar")
+    gs = cfg.group_sparsity
+    if any(not v >= 0 for v in gs.lambdas) or not 0 <= gs.alpha <= 1:
+        raise ConfigError(f"group_sparsity.lambdas must be >= 0 and alpha in [0, 1], got {list(gs.lambdas)} and {gs.alpha}")
+    if len(gs.lambdas) not in (0, 1, len(m.widths)):
+        raise ConfigError(f"group_sparsity.lambdas needs one value or one per stack ({len(m.widths)}), got {list(gs.lambdas)}")
     r = cfg.reduce
     _choice(r.reference, ("train", "val", "test"), "reduce.reference")
     _choice(r.baseline, ("current", "first"), "reduce.baseline")

@@ -22,7 +22,7 @@ from .data import build_datamodule
 from .module import StackModule
 from .reduction.job import settings_from_config
 from .reduction.pipeline import ReductionError
-from .training import build_logger, build_trainer, final_metrics, with_step_offset
+from .training import build_logger, build_trainer, final_metrics, method_callbacks, with_step_offset
 
 ROUND_RE = re.compile(r"round_(\d+)\.ckpt$")
 
@@ -74,7 +74,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         callback = ReductionCallback(rcfg, i, dm, enabled=spec.reduce)
         round_dir = rounds_dir / f"round_{i}"
         extra = {} if spec.epochs > 0 else {"limit_train_batches": 0, "limit_val_batches": 0, "num_sanity_val_steps": 0}
-        trainer = build_trainer(rcfg, callbacks=[callback], logger=logger, ckpt_dir=round_dir, **extra)
+        trainer = build_trainer(rcfg, callbacks=[*method_callbacks(rcfg), callback], logger=logger, ckpt_dir=round_dir, **extra)
         last = round_dir / "last.ckpt"
         resume = str(last) if last.is_file() and spec.epochs > 0 else None
         if trainer.is_global_zero:

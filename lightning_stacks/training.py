@@ -116,6 +116,17 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, m
     )
 
 
+def method_callbacks(cfg: DictConfig) -> list:
+    """Training-time callbacks of the optional methods (group sparsity)."""
+    gs = cfg.group_sparsity
+    if not gs.lambdas:
+        return []
+    from .methods.group_sparsity import GroupSparsityCallback
+
+    start = cfg.schedule.warmup_epochs if gs.start_epoch < 0 else gs.start_epoch
+    return [GroupSparsityCallback(list(gs.lambdas), gs.alpha, gs.include_bias, start)]
+
+
 def final_metrics(module: StackModule, dm) -> dict[str, float]:
     """Metrics on train/val/test computed outside the Trainer (same code as the reduction uses)."""
     task = module.task
@@ -138,7 +149,7 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
     else:
         module = StackModule(to_container(cfg))
     dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, callbacks=method_callbacks(cfg))
     ckpt_path = cfg.ckpt_path or None
     if ckpt_path == "last":
         ckpt_path = str(Path(cfg.out_dir) / "checkpoints" / "last.ckpt")

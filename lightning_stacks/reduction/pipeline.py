@@ -30,6 +30,7 @@ from .core import (
     cluster_stack,
     find_outside_neurons,
     fold_always_active,
+    fold_constant_neurons,
     preactivation_range,
     project_bottleneck,
     refit_outgoing,
@@ -118,7 +119,7 @@ class ReduceSettings:
 class StepRecord:
     """One row of the paper's table."""
 
-    step: str  # full | outside | weak | cluster | bottleneck
+    step: str  # full | zeroed | outside | weak | cluster | bottleneck
     widths: list[int]
     dims: list[int] = field(default_factory=list)  # bottleneck widths d_1..d_J
     params: int = 0
@@ -489,6 +490,12 @@ def reduce_network(
 
     record("full", stacks, 0.0, [])
     t_red = 0.0
+    t0 = time.perf_counter()
+    zeroed = [fold_constant_neurons(st) for st in stacks]  # exact everywhere: v_k = 0 or w_k = 0
+    if any(k for _, k in zeroed):
+        stacks = [st for st, _ in zeroed]
+        t_red += (dt := time.perf_counter() - t0)
+        record("zeroed", stacks, dt, [{"stack": j + 1, "removed": k} for j, (_, k) in enumerate(zeroed)])
     fit: Fit | None = None
     if settings.refit:
         t0 = time.perf_counter()
