@@ -142,6 +142,11 @@ class ReduceConfig:
     ``optimizer_state``: what the next round's Adam starts from: ``reset`` (fresh state) or
     ``carry`` (moments of the neurons that survived unmerged are sliced over, merged neurons and
     re-factorized affine weights start at zero).
+    ``domain``: ``[lower, upper]`` of a box input domain (e.g. ``[0, 1]`` for images): a first
+    "domain" step removes units proven stable on the whole box (interval and linear bounds, then a
+    MILP per undecided unit with ``domain_milp_seconds`` each, for at most ``domain_milp_units``
+    units) — equivalent on the whole domain. ``tighten``: report how many of step 1's decisions
+    (made on training points) also hold on the whole domain (needs ``domain``).
     """
 
     outside: bool = True
@@ -160,6 +165,10 @@ class ReduceConfig:
     output: str = ""
     after_training: bool = False
     optimizer_state: str = "reset"
+    domain: list[float] = field(default_factory=list)
+    domain_milp_seconds: float = 5.0
+    domain_milp_units: int = 2000
+    tighten: bool = False
 
 
 @dataclass
@@ -327,6 +336,12 @@ def validate(cfg: DictConfig) -> None:
     _choice(r.reference, ("train", "val", "test"), "reduce.reference")
     _choice(r.baseline, ("current", "first"), "reduce.baseline")
     _choice(r.optimizer_state, ("reset", "carry"), "reduce.optimizer_state")
+    if r.domain and (len(r.domain) != 2 or not r.domain[0] <= r.domain[1]):
+        raise ConfigError(f"reduce.domain must be [lower, upper] with lower <= upper, got {list(r.domain)}")
+    if r.tighten and not r.domain:
+        raise ConfigError("reduce.tighten needs reduce.domain=[lower, upper]")
+    if r.domain_milp_seconds <= 0 or r.domain_milp_units < 0:
+        raise ConfigError("reduce.domain_milp_seconds must be > 0 and reduce.domain_milp_units >= 0")
     if r.max_drop != -1.0 and not 0 <= r.max_drop <= 1:
         raise ConfigError(f"reduce.max_drop must be in [0, 1] (or -1 for manual mode), got {r.max_drop}")
     if any(not t >= 0 for t in r.tolerances):

@@ -24,11 +24,12 @@ def settings_from_config(r, history: list | None = None) -> ReduceSettings:
         if r.reference not in first:
             raise ReductionError(f"reduce.baseline=first needs the '{r.reference}' metric in the first report; it has {sorted(first)}")
         baseline = float(first[r.reference])
-    shared = {f.name for f in fields(ReduceSettings)} - {"baseline"}
+    shared = {f.name for f in fields(ReduceSettings)} - {"baseline", "domain"}
     values = {name: r[name] for name in shared}  # same names and meanings as ReduceConfig
     values["tolerances"] = [float(t) for t in values["tolerances"]]
     values["clusters"] = [int(k) for k in values["clusters"]]
-    return ReduceSettings(baseline=baseline, **values)
+    domain = (float(r.domain[0]), float(r.domain[1])) if r.domain else None
+    return ReduceSettings(baseline=baseline, domain=domain, **values)
 
 
 def resolve_device(name: str) -> torch.device:

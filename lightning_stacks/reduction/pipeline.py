@@ -62,6 +62,10 @@ class ReduceSettings:
         bottleneck_tol: beyond the paper: when >= 0, a last step shrinks every hidden linear
             bottleneck to the affine subspace its values span on the checked inputs (singular
             values > bottleneck_tol * the largest; 0 = exact rank). -1 = off.
+        domain: optional (lower, upper) box: a first step removes units proven stable on all of it
+            (see :mod:`lightning_stacks.methods.stable_units`); ``domain_milp_seconds`` and
+            ``domain_milp_units`` bound its MILPs. ``tighten``: also report how many of step 1's
+            data-based decisions hold on the whole domain.
         baseline: automatic mode measures the drop from this metric value (e.g. the full
             network's, before earlier rounds' reductions); None = the network being reduced.
         seed: k-means and sampling seed.
@@ -77,6 +81,10 @@ class ReduceSettings:
     refit: bool = False
     bottleneck_tol: float = -1.0
     baseline: float | None = None
+    domain: tuple[float, float] | None = None
+    domain_milp_seconds: float = 5.0
+    domain_milp_units: int = 2000
+    tighten: bool = False
     seed: int = 0
     kmeans_n_init: int = 3
 
@@ -119,7 +127,7 @@ class ReduceSettings:
 class StepRecord:
     """One row of the paper's table."""
 
-    step: str  # full | zeroed | outside | weak | cluster | bottleneck
+    step: str  # full | zeroed | domain | outside | weak | cluster | bottleneck
     widths: list[int]
     dims: list[int] = field(default_factory=list)  # bottleneck widths d_1..d_J
     params: int = 0
@@ -219,6 +227,15 @@ def scan_stack(st: StackWeights, Z: torch.Tensor, need_output: bool = True) -> t
 
 
 # --------------------------------------------------------------------------- steps, network-wide
+def outside_masks(stacks: list[StackWeights], x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Step 1's (dead, always-active) masks per stack on the checked inputs x (no reduction)."""
+    out, z = [], x
+    for st in stacks:
+        hmin, hmax, z = scan_stack(st, z)
+        out.append(find_outside_neurons(hmin, hmax))
+    return out
+
+
 def step_outside(stacks: list[StackWeights], x: torch.Tensor) -> tuple[list[StackWeights], list[dict]]:
     """Step 1 on every stack in order, checking the inputs x (N, d_0)."""
     out, details, z = [], [], x
@@ -505,10 +522,29 @@ def reduce_network(
             targets.append(z)
         fit = (x, targets)
         t_red += time.perf_counter() - t0
+    milp = {"time_limit": settings.domain_milp_seconds, "max_milp_units": settings.domain_milp_units}
+    if settings.domain is not None:
+        from ..methods.stable_units import remove_stable_units
+
+        t0 = time.perf_counter()
+        stacks64, stab = remove_stable_units([st.to(torch.float64) for st in stacks], *settings.domain, **milp)
+        stacks = [st.to(dtype) for st in stacks64]
+        t_red += (dt := time.perf_counter() - t0)
+        record("domain", stacks, dt, [{"stack": j + 1, "inactive": stab.inactive[j], "active": stab.active[j],
+                                       "undecided": stab.undecided[j]} for j in range(len(stacks))])
     if settings.outside:
         t0 = time.perf_counter()
+        before = stacks
         stacks, det = step_outside(stacks, x)
         t_red += (dt := time.perf_counter() - t0)
+        if settings.tighten:
+            from ..methods.stable_units import certified_folds
+
+            masks = outside_masks(before, x)
+            tight = certified_folds([st.to(torch.float64) for st in before], [m[0] for m in masks], [m[1] for m in masks],
+                                    *settings.domain, **milp)
+            for d, t in zip(det, tight["stacks"], strict=True):
+                d.update(t)
         record("outside", stacks, dt, det)
     if settings.automatic:
         t0 = time.perf_counter()
