@@ -142,7 +142,9 @@ class ReduceConfig:
     ``optimizer_state``: what the next round's Adam starts from: ``reset`` (fresh state) or
     ``carry`` (moments of the neurons that survived unmerged are sliced over, merged neurons and
     re-factorized affine weights start at zero).
-    ``domain``: ``[lower, upper]`` of a box input domain (e.g. ``[0, 1]`` for images): a first
+    ``merge_identity_layers``: a "layers" step folds stack 1's ReLU layer into its affine path when
+    it acts as the identity (V >= 0, b >= 0 and inputs >= 0: ``reduce.domain`` with lower >= 0,
+    or data whose inputs are all >= 0). ``domain``: ``[lower, upper]`` of a box input domain (e.g. ``[0, 1]`` for images): a first
     "domain" step removes units proven stable on the whole box (interval and linear bounds, then a
     MILP per undecided unit with ``domain_milp_seconds`` each, for at most ``domain_milp_units``
     units) — equivalent on the whole domain. ``tighten``: report how many of step 1's decisions
@@ -165,6 +167,7 @@ class ReduceConfig:
     output: str = ""
     after_training: bool = False
     optimizer_state: str = "reset"
+    merge_identity_layers: bool = False
     domain: list[float] = field(default_factory=list)
     domain_milp_seconds: float = 5.0
     domain_milp_units: int = 2000
@@ -181,6 +184,17 @@ class GroupSparsityConfig:
     lambdas: list[float] = field(default_factory=list)
     alpha: float = 0.0
     include_bias: bool = True
+    start_epoch: int = -1
+
+
+@dataclass
+class LayerSparsityConfig:
+    """Negative-part layer regularizer (Hebiri & Lederer), applied by its prox after every
+    optimizer step. ``penalties``: r_j per stack or one for all; empty = off. ``start_epoch``: -1 =
+    after ``schedule.warmup_epochs``. Identity-acting layers merge in the reduction's ``layers``
+    step when ``reduce.merge_identity_layers`` is on."""
+
+    penalties: list[float] = field(default_factory=list)
     start_epoch: int = -1
 
 
@@ -222,6 +236,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     group_sparsity: GroupSparsityConfig = field(default_factory=GroupSparsityConfig)
+    layer_sparsity: LayerSparsityConfig = field(default_factory=LayerSparsityConfig)
     rounds: list[RoundConfig] = field(default_factory=list)
 
 
@@ -332,6 +347,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"group_sparsity.lambdas must be >= 0 and alpha in [0, 1], got {list(gs.lambdas)} and {gs.alpha}")
     if len(gs.lambdas) not in (0, 1, len(m.widths)):
         raise ConfigError(f"group_sparsity.lambdas needs one value or one per stack ({len(m.widths)}), got {list(gs.lambdas)}")
+    ls = cfg.layer_sparsity
+    if any(not v >= 0 for v in ls.penalties) or len(ls.penalties) not in (0, 1, len(m.widths)):
+        raise ConfigError(f"layer_sparsity.penalties must be >= 0, one value or one per stack, got {list(ls.penalties)}")
     r = cfg.reduce
     _choice(r.reference, ("train", "val", "test"), "reduce.reference")
     _choice(r.baseline, ("current", "first"), "reduce.baseline")

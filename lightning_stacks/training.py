@@ -117,14 +117,19 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, m
 
 
 def method_callbacks(cfg: DictConfig) -> list:
-    """Training-time callbacks of the optional methods (group sparsity)."""
-    gs = cfg.group_sparsity
-    if not gs.lambdas:
-        return []
-    from .methods.group_sparsity import GroupSparsityCallback
+    """Training-time callbacks of the optional methods (group sparsity, layer sparsity)."""
+    out = []
+    gs, ls = cfg.group_sparsity, cfg.layer_sparsity
+    if gs.lambdas:
+        from .methods.group_sparsity import GroupSparsityCallback
 
-    start = cfg.schedule.warmup_epochs if gs.start_epoch < 0 else gs.start_epoch
-    return [GroupSparsityCallback(list(gs.lambdas), gs.alpha, gs.include_bias, start)]
+        start = cfg.schedule.warmup_epochs if gs.start_epoch < 0 else gs.start_epoch
+        out.append(GroupSparsityCallback(list(gs.lambdas), gs.alpha, gs.include_bias, start))
+    if ls.penalties:
+        from .methods.layer_sparsity import LayerSparsityCallback
+
+        out.append(LayerSparsityCallback(list(ls.penalties), cfg.schedule.warmup_epochs if ls.start_epoch < 0 else ls.start_epoch))
+    return out
 
 
 def final_metrics(module: StackModule, dm) -> dict[str, float]:

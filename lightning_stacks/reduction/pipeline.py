@@ -66,6 +66,9 @@ class ReduceSettings:
             (see :mod:`lightning_stacks.methods.stable_units`); ``domain_milp_seconds`` and
             ``domain_milp_units`` bound its MILPs. ``tighten``: also report how many of step 1's
             data-based decisions hold on the whole domain.
+        merge_identity_layers: a "layers" step folds stack 1's ReLU layer when it acts as the
+            identity (V >= 0, b >= 0, and inputs >= 0: the domain's lower bound, or every checked
+            input). Exact on all non-negative inputs.
         baseline: automatic mode measures the drop from this metric value (e.g. the full
             network's, before earlier rounds' reductions); None = the network being reduced.
         seed: k-means and sampling seed.
@@ -81,6 +84,7 @@ class ReduceSettings:
     refit: bool = False
     bottleneck_tol: float = -1.0
     baseline: float | None = None
+    merge_identity_layers: bool = False
     domain: tuple[float, float] | None = None
     domain_milp_seconds: float = 5.0
     domain_milp_units: int = 2000
@@ -127,7 +131,7 @@ class ReduceSettings:
 class StepRecord:
     """One row of the paper's table."""
 
-    step: str  # full | zeroed | domain | outside | weak | cluster | bottleneck
+    step: str  # full | zeroed | layers | domain | outside | weak | cluster | bottleneck
     widths: list[int]
     dims: list[int] = field(default_factory=list)  # bottleneck widths d_1..d_J
     params: int = 0
@@ -522,6 +526,14 @@ def reduce_network(
             targets.append(z)
         fit = (x, targets)
         t_red += time.perf_counter() - t0
+    if settings.merge_identity_layers:
+        from ..methods.layer_sparsity import merge_identity_layers
+
+        nonneg = settings.domain[0] >= 0 if settings.domain is not None else bool((x >= 0).all())
+        t0 = time.perf_counter()
+        stacks, merged = merge_identity_layers(stacks, nonneg)
+        t_red += (dt := time.perf_counter() - t0)
+        record("layers", stacks, dt, [{"stack": j + 1, "merged": m} for j, m in enumerate(merged)])
     milp = {"time_limit": settings.domain_milp_seconds, "max_milp_units": settings.domain_milp_units}
     if settings.domain is not None:
         from ..methods.stable_units import remove_stable_units
