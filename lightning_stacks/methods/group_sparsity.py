@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 
-import pytorch_lightning as pl
 import torch
 
 from ..reduction.core import StackWeights, fold_constant_neurons
+from .prox import StackProxCallback
 
 
 def soft_threshold(z: torch.Tensor, tau: float) -> torch.Tensor:
@@ -53,7 +53,7 @@ def remove_zeroed_neurons(st: StackWeights) -> tuple[StackWeights, int]:
     return fold_constant_neurons(st)
 
 
-class GroupSparsityCallback(pl.Callback):
+class GroupSparsityCallback(StackProxCallback):
     """Apply the sparse-group-lasso prox to every stack's ReLU layer after each optimizer step.
 
     Args:
@@ -61,40 +61,21 @@ class GroupSparsityCallback(pl.Callback):
         alpha: the l1 share a in [0, 1] (0 = plain group lasso).
         include_bias: the bias b_k is part of neuron k's group.
         start_epoch: no prox before this epoch (the paper's unregularized warm-up).
-
-    The step size t is the current LR of the optimizer's ``nonlinear`` param group.
     """
 
     def __init__(self, lambdas, alpha: float = 0.0, include_bias: bool = True, start_epoch: int = 0):
-        self.lambdas = [float(v) for v in (lambdas if isinstance(lambdas, list | tuple) else [lambdas])]
-        if any(v < 0 for v in self.lambdas) or not 0 <= alpha <= 1:
-            raise ValueError(f"group sparsity needs lambdas >= 0 and alpha in [0, 1]; got {self.lambdas}, {alpha}")
-        self.alpha, self.include_bias, self.start_epoch = float(alpha), include_bias, start_epoch
+        super().__init__(lambdas, start_epoch, name="group sparsity")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"group sparsity needs alpha in [0, 1], got {alpha}")
+        self.alpha, self.include_bias = float(alpha), include_bias
 
-    def _lambda(self, j: int, n_stacks: int) -> float:
-        if len(self.lambdas) == 1:
-            return self.lambdas[0]
-        if len(self.lambdas) != n_stacks:
-            raise ValueError(f"group sparsity has {len(self.lambdas)} lambdas for {n_stacks} stacks")
-        return self.lambdas[j]
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.current_epoch < self.start_epoch:
-            return
-        groups = {g.get("name"): g for g in trainer.optimizers[0].param_groups}
-        t = groups["nonlinear"]["lr"] if "nonlinear" in groups else trainer.optimizers[0].param_groups[0]["lr"]
-        stacks = pl_module.net.stacks
-        with torch.no_grad():
-            for j, stack in enumerate(stacks):
-                lam = self._lambda(j, len(stacks))
-                if lam == 0 or stack.n == 0:
-                    continue
-                V, b = stack.V.weight, stack.V.bias
-                theta = torch.cat([V, b[:, None]], 1) if self.include_bias else V
-                new = sparse_group_lasso_prox(theta, t, lam, self.alpha)
-                V.copy_(new[:, : V.shape[1]])
-                if self.include_bias:
-                    b.copy_(new[:, -1])
+    def prox_stack(self, stack, t: float, coef: float) -> None:
+        V, b = stack.V.weight, stack.V.bias
+        theta = torch.cat([V, b[:, None]], 1) if self.include_bias else V
+        new = sparse_group_lasso_prox(theta, t, coef, self.alpha)
+        V.copy_(new[:, : V.shape[1]])
+        if self.include_bias:
+            b.copy_(new[:, -1])
 
     def zero_groups(self, pl_module) -> list[int]:
         """Neurons per stack whose group is exactly zero now."""

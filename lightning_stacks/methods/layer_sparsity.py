@@ -14,10 +14,10 @@ penalty (a second round with ``layer_sparsity.penalties`` off, or ``init_from``)
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 
 from ..reduction.core import StackWeights, fold_always_active
+from .prox import StackProxCallback
 
 
 def negative_part_prox(theta: torch.Tensor, t: float, r: float) -> torch.Tensor:
@@ -51,7 +51,7 @@ def merge_identity_layers(stacks: list[StackWeights], input_nonnegative: bool) -
     return out, merged
 
 
-class LayerSparsityCallback(pl.Callback):
+class LayerSparsityCallback(StackProxCallback):
     """Apply the negative-part prox to each stack's [V, b] after every optimizer step.
 
     Args:
@@ -60,23 +60,10 @@ class LayerSparsityCallback(pl.Callback):
     """
 
     def __init__(self, penalties, start_epoch: int = 0):
-        self.penalties = [float(v) for v in (penalties if isinstance(penalties, list | tuple) else [penalties])]
-        if any(v < 0 for v in self.penalties):
-            raise ValueError(f"layer sparsity penalties must be >= 0, got {self.penalties}")
-        self.start_epoch = start_epoch
+        super().__init__(penalties, start_epoch, name="layer sparsity")
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.current_epoch < self.start_epoch:
-            return
-        groups = {g.get("name"): g for g in trainer.optimizers[0].param_groups}
-        t = groups["nonlinear"]["lr"] if "nonlinear" in groups else trainer.optimizers[0].param_groups[0]["lr"]
-        stacks = pl_module.net.stacks
-        with torch.no_grad():
-            for j, stack in enumerate(stacks):
-                r = self.penalties[0] if len(self.penalties) == 1 else self.penalties[j]
-                if r == 0 or stack.n == 0:
-                    continue
-                theta = torch.cat([stack.V.weight, stack.V.bias[:, None]], 1)
-                new = negative_part_prox(theta, t, r)
-                stack.V.weight.copy_(new[:, :-1])
-                stack.V.bias.copy_(new[:, -1])
+    def prox_stack(self, stack, t: float, coef: float) -> None:
+        theta = torch.cat([stack.V.weight, stack.V.bias[:, None]], 1)
+        new = negative_part_prox(theta, t, coef)
+        stack.V.weight.copy_(new[:, :-1])
+        stack.V.bias.copy_(new[:, -1])
