@@ -167,6 +167,18 @@ class ReductionCallback(pl.Callback):
         self._run_reduction(trainer, pl_module)
         self.done = True
 
+    def _log_figures(self, trainer: pl.Trainer, pl_module) -> None:
+        """WandB: the figs. 6-7 style plot of the reduced network (1-D bottlenecks only)."""
+        log_image = getattr(trainer.logger, "log_image", None)
+        if log_image is None or any(s.d_in != 1 for s in pl_module.net.stacks):
+            return
+        from .plots import plot_stacks
+
+        x, _ = self.dm.split("train")
+        path = Path(trainer.default_root_dir) / "figures" / f"round_{self.round_index}.png"
+        plot_stacks(pl_module.net, x, path, title=f"round {self.round_index}: neurons per stack {pl_module.net.widths}")
+        log_image(key=f"reduce/figure_round_{self.round_index}", images=[str(path)])
+
     def _run_reduction(self, trainer: pl.Trainer, pl_module) -> None:
         from .reduction.job import print_step, reduce_module
 
@@ -201,4 +213,5 @@ class ReductionCallback(pl.Callback):
             if log_table is not None:
                 columns, rows = report_table_rows(self.report)
                 log_table(key=f"reduce/table_round_{self.round_index}", columns=columns, data=rows)
+            self._log_figures(trainer, pl_module)
             trainer.logger.save()

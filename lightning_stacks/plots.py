@@ -8,6 +8,7 @@ The last stack has one panel per output. matplotlib is imported lazily, with the
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ def plot_stacks(net: DeepStackNetwork, x: torch.Tensor, path: str | Path, title:
 
     if net.input_dim != 1 or any(s.d_in != 1 for s in net.stacks):
         raise ValueError(f"plots need 1-D stack inputs (every bottleneck of width 1), got dims {net.architecture()['dims']}")
-    net = net.cpu().double().eval()
+    net = copy.deepcopy(net).cpu().double().eval()  # never touch the caller's module
     xs = torch.sort(x.double().flatten()).values[:, None]
     J, outs = len(net.stacks), net.stacks[-1].d_out
     cols = max(outs, 2 * (J - 1), 1)

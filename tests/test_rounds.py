@@ -116,6 +116,9 @@ def test_wandb_offline_run_records_every_reduction_step(tmp_path):
         tables = [r for r in rows if f"reduce/table_round_{i}/_type" in r]
         assert tables and tables[0][f"reduce/table_round_{i}/_type"] == "table-file"
         assert tables[0][f"reduce/table_round_{i}/nrows"] == 4
+        figures = [r for r in rows if f"reduce/figure_round_{i}/_type" in r]  # the 1-D sine network is plotted
+        assert figures and figures[0][f"reduce/figure_round_{i}/_type"] == "images/separated"
+        assert (tmp_path / "figures" / f"round_{i}.png").is_file()
 
 
 @pytest.mark.slow
