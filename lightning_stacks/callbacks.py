@@ -5,8 +5,8 @@ training device), between retrain-reduce rounds: each round is its own ``trainer
 next round builds fresh optimizers and a fresh DDP wrapper around the reduced parameters.
 
 DDP: the reduction (k-means included) runs once, on rank 0, and its result (architecture +
-weights + report) is broadcast, so every rank ends with an identical model; the callback then
-records a checksum per rank so tests and users can verify it.
+weights + report) is broadcast, so every rank ends with an identical model (the round driver
+writes a checksum per rank so tests and users can verify it).
 """
 
 from __future__ import annotations
@@ -145,7 +145,6 @@ class ReductionCallback(pl.Callback):
         self.cfg, self.round_index, self.dm, self.enabled = cfg, round_index, datamodule, enabled
         self.done = False
         self.report: dict | None = None
-        self.checksum: str | None = None
 
     @property
     def state_key(self) -> str:
@@ -204,7 +203,6 @@ class ReductionCallback(pl.Callback):
         if old_state:  # every rank slices its own (DDP-synchronized) state with the same ids
             pl_module.pending_optimizer_state = slice_optimizer_state(old_state, pl_module.net, payload["report"]["kept_ids"])
         self.report = payload["report"]
-        self.checksum = network_checksum(pl_module.net)
         if trainer.is_global_zero and trainer.logger:
             step = trainer.global_step  # the logger adds the rounds' offset (see training.with_step_offset)
             for k, rec in enumerate(self.report["steps"]):

@@ -22,7 +22,14 @@ from .data import build_datamodule
 from .module import StackModule
 from .reduction.job import settings_from_config
 from .reduction.pipeline import ReductionError
-from .training import build_logger, build_trainer, final_metrics, method_callbacks, with_step_offset
+from .training import (
+    build_logger,
+    build_trainer,
+    final_metrics,
+    initial_module,
+    method_callbacks,
+    with_step_offset,
+)
 
 ROUND_RE = re.compile(r"round_(\d+)\.ckpt$")
 
@@ -52,10 +59,8 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         module = load_module(path, to_container(cfg))
         step_offset = int(read_checkpoint(path).get("step_offset", 0))
         print(f"[rounds] resuming after round {done} from {path}: widths {module.net.widths}", flush=True)
-    elif cfg.init_from:
-        module = load_module(cfg.init_from, to_container(cfg))
     else:
-        module = StackModule(to_container(cfg))
+        module = initial_module(cfg)
     dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
     logger = with_step_offset(build_logger(cfg))
     trainer = None

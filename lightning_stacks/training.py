@@ -92,7 +92,7 @@ def with_step_offset(logger):
     return logger
 
 
-def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, max_epochs: int | None = None,
+def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
                   ckpt_dir: str | Path | None = None, **overrides) -> pl.Trainer:
     """A Trainer for ``cfg`` whose :class:`AtomicLastCheckpoint` writes ``last.ckpt`` every epoch
     into ``ckpt_dir`` (default ``out_dir/checkpoints``); ``overrides`` go to ``pl.Trainer``."""
@@ -104,7 +104,7 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None, m
     bar = RichProgressBar() if t.progress_bar == "rich" else TQDMProgressBar(refresh_rate=20)
     cbs = [ckpt] + ([bar] if t.enable_progress_bar else []) + list(callbacks or [])
     return pl.Trainer(
-        max_epochs=max_epochs if max_epochs is not None else t.max_epochs,
+        max_epochs=t.max_epochs,
         accelerator=t.accelerator, devices=parse_devices(t.devices), strategy=t.strategy,
         num_nodes=t.num_nodes, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.enable_progress_bar, gradient_clip_val=t.gradient_clip_val or None,
@@ -120,16 +120,28 @@ def method_callbacks(cfg: DictConfig) -> list:
     """Training-time callbacks of the optional methods (group sparsity, layer sparsity)."""
     out = []
     gs, ls = cfg.group_sparsity, cfg.layer_sparsity
+
+    def start(epoch: int) -> int:  # -1 = after the unregularized warm-up
+        return cfg.schedule.warmup_epochs if epoch < 0 else epoch
+
     if gs.lambdas:
         from .methods.group_sparsity import GroupSparsityCallback
 
-        start = cfg.schedule.warmup_epochs if gs.start_epoch < 0 else gs.start_epoch
-        out.append(GroupSparsityCallback(list(gs.lambdas), gs.alpha, gs.include_bias, start))
+        out.append(GroupSparsityCallback(list(gs.lambdas), gs.alpha, gs.include_bias, start(gs.start_epoch)))
     if ls.penalties:
         from .methods.layer_sparsity import LayerSparsityCallback
 
-        out.append(LayerSparsityCallback(list(ls.penalties), cfg.schedule.warmup_epochs if ls.start_epoch < 0 else ls.start_epoch))
+        out.append(LayerSparsityCallback(list(ls.penalties), start(ls.start_epoch)))
     return out
+
+
+def initial_module(cfg: DictConfig) -> StackModule:
+    """The module a new job starts from: ``init_from``'s architecture and weights, or fresh."""
+    if cfg.init_from:
+        from .checkpoint import load_module
+
+        return load_module(cfg.init_from, to_container(cfg))
+    return StackModule(to_container(cfg))
 
 
 def final_metrics(module: StackModule, dm) -> dict[str, float]:
@@ -145,14 +157,9 @@ def final_metrics(module: StackModule, dm) -> dict[str, float]:
 def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Trainer]:
     """Seed, build, fit and (on rank 0) report; the final checkpoint is ``out_dir/final.ckpt``."""
     pl.seed_everything(cfg.seed, workers=True)
-    if cfg.init_from:
-        if cfg.ckpt_path:
-            raise ConfigError("give init_from (start a new fit from weights) or ckpt_path (resume a fit), not both")
-        from .checkpoint import load_module
-
-        module = load_module(cfg.init_from, to_container(cfg))
-    else:
-        module = StackModule(to_container(cfg))
+    if cfg.init_from and cfg.ckpt_path:
+        raise ConfigError("give init_from (start a new fit from weights) or ckpt_path (resume a fit), not both")
+    module = initial_module(cfg)
     dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
     trainer = build_trainer(cfg, callbacks=method_callbacks(cfg))
     ckpt_path = cfg.ckpt_path or None

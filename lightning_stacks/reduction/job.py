@@ -57,16 +57,16 @@ def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step)
     by this report.
     """
     dm = dm or build_datamodule(cfg.data, seed=cfg.seed)
-    x_train, y_train = dm.split("train")
+    splits = {"train": dm.split("train"), "test": dm.split("test")}
+    if cfg.reduce.reference == "val":
+        splits["val"] = dm.split("val")
+    x_train = splits["train"][0]
     net = module.net
     if x_train.dim() != 2 or x_train.shape[1] != net.input_dim:
         raise ReductionError(f"data '{cfg.data.name}' has inputs of shape {tuple(x_train.shape[1:])}, the model expects ({net.input_dim},)")
     device = resolve_device(cfg.reduce.device)
     net = net.to(device)
-    x_ref, y_ref = dm.split(cfg.reduce.reference)
-    splits = {"train": dm.split("train"), "test": dm.split("test")}
-    if cfg.reduce.reference == "val":
-        splits["val"] = dm.split("val")
+    x_ref, y_ref = splits[cfg.reduce.reference]
 
     def evaluator(candidate):
         return {name: evaluate(candidate, x, y, module.task) for name, (x, y) in splits.items()}
@@ -80,20 +80,22 @@ def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step)
     return new, report
 
 
-def run_reduce(ckpt_path: str, cfg: DictConfig) -> tuple[StackModule, ReductionReport, Path]:
-    """Load, reduce, save ``<out>.ckpt`` and ``<out>.json``; returns the module, report, path."""
-    module = load_module(ckpt_path, to_container(cfg))
+def _reduce_and_save(module: StackModule, cfg: DictConfig, default_out: Path) -> tuple[StackModule, ReductionReport, Path]:
+    """Reduce, then write ``reduce.output`` (or ``default_out``) and the report beside it as JSON."""
     new, report = reduce_module(module, cfg)
-    out = Path(cfg.reduce.output) if cfg.reduce.output else Path(ckpt_path).with_name(Path(ckpt_path).stem + "_reduced.ckpt")
+    out = Path(cfg.reduce.output) if cfg.reduce.output else default_out
     save_module(new, out)
     report.save(out.with_suffix(".json"))
     return new, report, out
 
 
+def run_reduce(ckpt_path: str, cfg: DictConfig) -> tuple[StackModule, ReductionReport, Path]:
+    """Load, reduce, save ``<ckpt>_reduced.ckpt`` and ``.json``; returns the module, report, path."""
+    module = load_module(ckpt_path, to_container(cfg))
+    return _reduce_and_save(module, cfg, Path(ckpt_path).with_name(Path(ckpt_path).stem + "_reduced.ckpt"))
+
+
 def reduce_after_training(module: StackModule, cfg: DictConfig) -> tuple[ReductionReport, Path]:
     """``train.py`` with ``reduce.after_training``: reduce the trained module, save beside final.ckpt."""
-    new, report = reduce_module(module, cfg)
-    out = Path(cfg.reduce.output) if cfg.reduce.output else Path(cfg.out_dir) / "final_reduced.ckpt"
-    save_module(new, out)
-    report.save(out.with_suffix(".json"))
+    _, report, out = _reduce_and_save(module, cfg, Path(cfg.out_dir) / "final_reduced.ckpt")
     return report, out
