@@ -188,6 +188,24 @@ class GroupSparsityConfig:
 
 
 @dataclass
+class PruningConfig:
+    """Magnitude pruning with retraining (the baseline, TF-MOT style): during training the masks
+    follow the polynomial sparsity schedule from 0 at ``begin_epoch`` to ``sparsity`` at
+    ``end_epoch`` (-1 = the last epoch), re-ranked every ``frequency`` steps; the zeros are made
+    permanent at the end. ``sparsity`` = 0 is off; or give ``compression`` (>= 1, nonzero
+    parameters before / after, converted to a weight sparsity at the start of training).
+    ``scope``: global or layer.
+    """
+
+    sparsity: float = 0.0
+    compression: float = 0.0
+    scope: str = "global"
+    begin_epoch: float = 0.0
+    end_epoch: float = -1.0
+    frequency: int = 50
+
+
+@dataclass
 class LayerSparsityConfig:
     """Negative-part layer regularizer (Hebiri & Lederer), applied by its prox after every
     optimizer step. ``penalties``: r_j per stack or one for all; empty = off. ``start_epoch``: -1 =
@@ -237,6 +255,7 @@ class Config:
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
     group_sparsity: GroupSparsityConfig = field(default_factory=GroupSparsityConfig)
     layer_sparsity: LayerSparsityConfig = field(default_factory=LayerSparsityConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
     rounds: list[RoundConfig] = field(default_factory=list)
 
 
@@ -350,6 +369,12 @@ def validate(cfg: DictConfig) -> None:
     ls = cfg.layer_sparsity
     if any(not v >= 0 for v in ls.penalties) or len(ls.penalties) not in (0, 1, len(m.widths)):
         raise ConfigError(f"layer_sparsity.penalties must be >= 0, one value or one per stack, got {list(ls.penalties)}")
+    pr = cfg.pruning
+    _choice(pr.scope, ("global", "layer"), "pruning.scope")
+    if not 0 <= pr.sparsity < 1 or pr.compression < 0 or 0 < pr.compression < 1 or (pr.sparsity and pr.compression):
+        raise ConfigError(f"pruning: give sparsity in [0, 1) or compression >= 1 (not both), got sparsity={pr.sparsity}, compression={pr.compression}")
+    if pr.begin_epoch < 0 or pr.frequency < 1 or (pr.end_epoch >= 0 and pr.end_epoch < pr.begin_epoch):
+        raise ConfigError(f"pruning: need 0 <= begin_epoch <= end_epoch (or -1) and frequency >= 1, got {pr.begin_epoch}, {pr.end_epoch}, {pr.frequency}")
     r = cfg.reduce
     _choice(r.reference, ("train", "val", "test"), "reduce.reference")
     _choice(r.baseline, ("current", "first"), "reduce.baseline")

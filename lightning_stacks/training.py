@@ -117,7 +117,7 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
 
 
 def method_callbacks(cfg: DictConfig) -> list:
-    """Training-time callbacks of the optional methods (group sparsity, layer sparsity)."""
+    """Training-time callbacks of the optional methods (group sparsity, layer sparsity, pruning)."""
     out = []
     gs, ls = cfg.group_sparsity, cfg.layer_sparsity
 
@@ -132,6 +132,12 @@ def method_callbacks(cfg: DictConfig) -> list:
         from .methods.layer_sparsity import LayerSparsityCallback
 
         out.append(LayerSparsityCallback(list(ls.penalties), start(ls.start_epoch)))
+    pr = cfg.pruning
+    if pr.sparsity or pr.compression:
+        from .methods.magnitude_pruning import PolynomialPruningCallback
+
+        out.append(PolynomialPruningCallback(pr.sparsity, pr.begin_epoch, pr.end_epoch, pr.frequency, scope=pr.scope,
+                                             compression=pr.compression))
     return out
 
 

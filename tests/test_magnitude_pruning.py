@@ -73,11 +73,43 @@ def test_pruning_with_retraining_reaches_final_sparsity(tmp_path):
                              "logger.kind=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"])
     module = StackModule(to_container(cfg))
     dm = build_datamodule(cfg.data, module.schedule)
-    cb = PolynomialPruningCallback(0.8, begin_step=5, end_step=60, frequency=5)
+    cb = PolynomialPruningCallback(0.8, begin_epoch=1, end_epoch=6, frequency=5)
     build_trainer(cfg, callbacks=[cb], logger=False).fit(module, datamodule=dm)
+    assert cb.current == pytest.approx(0.8)
     ws = weights(module.net)
     sparsity = sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
     assert sparsity == pytest.approx(0.8, abs=0.01)
     x, y = dm.split("test")
     module.eval()
     assert (module(x).argmax(1) == y).float().mean() > 0.8  # retraining kept it working
+
+
+def test_pruning_from_config_reaches_the_compression_factor(tmp_path):
+    from lightning_stacks.training import run_training
+
+    cfg = load_config(None, ["data.name=digits", "model.widths=[32,32,16]", "model.bottleneck=[8,8]", "trainer.max_epochs=4",
+                             "schedule.warmup_epochs=4", "pruning.compression=3", "pruning.end_epoch=2", "pruning.frequency=2",
+                             f"out_dir={tmp_path}", "logger.kind=none", "trainer.enable_progress_bar=false", "trainer.accelerator=cpu"])
+    full = nonzero_parameters(_fresh_module(cfg).net)
+    module, _, _ = run_training(cfg)
+    assert full / nonzero_parameters(module.net) == pytest.approx(3, rel=0.01)
+
+
+def _fresh_module(cfg):
+    from lightning_stacks.module import StackModule
+
+    return StackModule(to_container(cfg))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (["pruning.sparsity=1.2"], "sparsity in"),
+    (["pruning.compression=0.5"], "compression >= 1"),
+    (["pruning.sparsity=0.5", "pruning.compression=3"], "not both"),
+    (["pruning.sparsity=0.5", "pruning.begin_epoch=5", "pruning.end_epoch=2"], "begin_epoch <= end_epoch"),
+    (["pruning.scope=rows"], "pruning.scope"),
+])
+def test_bad_pruning_config_is_refused(bad, match):
+    from lightning_stacks.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, bad)

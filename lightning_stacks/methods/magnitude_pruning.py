@@ -45,8 +45,8 @@ def prune_network(net: nn.Module, sparsity: float, scope: str = "global", inplac
     return net
 
 
-def prune_to_compression(net: nn.Module, factor: float, scope: str = "global") -> tuple[nn.Module, float]:
-    """Prune weights so that nonzero parameters drop by ``factor``; returns (net, sparsity used).
+def sparsity_for_compression(net: nn.Module, factor: float) -> float:
+    """The weight sparsity that divides ``net``'s nonzero parameters by ``factor``.
 
     Biases stay, so the reachable factor is bounded; asking beyond it is an error.
     """
@@ -54,40 +54,55 @@ def prune_to_compression(net: nn.Module, factor: float, scope: str = "global") -
         raise ValueError(f"compression factor must be >= 1, got {factor}")
     total = nonzero_parameters(net)
     weights = sum(int((m.weight != 0).sum()) for m, _ in _weights(net))
-    keep_total = total / factor
-    to_remove = total - keep_total
+    to_remove = total - total / factor
     if to_remove > weights:
         raise ValueError(f"compression {factor:.1f}x needs removing {to_remove:.0f} entries but only {weights} weights are nonzero")
-    sparsity = to_remove / sum(m.weight.numel() for m, _ in _weights(net))
+    zeros = sum(int((m.weight == 0).sum()) for m, _ in _weights(net))  # already-zero weights rank first
+    return (zeros + to_remove) / sum(m.weight.numel() for m, _ in _weights(net))
+
+
+def prune_to_compression(net: nn.Module, factor: float, scope: str = "global") -> tuple[nn.Module, float]:
+    """Prune weights so that nonzero parameters drop by ``factor``; returns (net, sparsity used)."""
+    sparsity = sparsity_for_compression(net, factor)
     return prune_network(net, sparsity, scope), sparsity
 
 
-def polynomial_sparsity(step: int, begin: int, end: int, initial: float, final: float, power: float = 3.0) -> float:
+def polynomial_sparsity(step: float, begin: float, end: float, initial: float, final: float, power: float = 3.0) -> float:
     """TF-MOT's PolynomialDecay: ``final + (initial - final) (1 - p)^power``, p = progress in [0, 1]."""
     if step < begin:
         return 0.0
-    p = min(1.0, (step - begin) / max(1, end - begin))
+    p = min(1.0, (step - begin) / max(end - begin, 1e-12))
     return final + (initial - final) * (1 - p) ** power
 
 
 class PolynomialPruningCallback(pl.Callback):
-    """Prune with retraining: every ``frequency`` steps between ``begin_step`` and ``end_step`` set
-    the masks to the schedule's sparsity (global magnitude); masked weights stay zero in between.
-    Masks are made permanent at the end of training."""
+    """Prune with retraining: every ``frequency`` steps between ``begin_epoch`` and ``end_epoch``
+    (fractional epochs; -1 = the end of training) set the masks to the schedule's sparsity
+    (magnitude, global or per layer); masked weights stay zero in between. Masks are made
+    permanent at the end of training. ``compression`` (instead of ``final_sparsity``) is converted
+    to a sparsity on the network at the start of training."""
 
-    def __init__(self, final_sparsity: float, begin_step: int = 0, end_step: int = 1000, frequency: int = 100,
-                 initial_sparsity: float = 0.0, scope: str = "global"):
-        if not 0 <= initial_sparsity <= final_sparsity < 1:
+    def __init__(self, final_sparsity: float = 0.0, begin_epoch: float = 0.0, end_epoch: float = -1.0, frequency: int = 50,
+                 initial_sparsity: float = 0.0, scope: str = "global", compression: float = 0.0):
+        if not 0 <= initial_sparsity <= final_sparsity < 1 and not compression:
             raise ValueError(f"need 0 <= initial_sparsity <= final_sparsity < 1, got {initial_sparsity}, {final_sparsity}")
-        self.final, self.initial, self.scope = final_sparsity, initial_sparsity, scope
-        self.begin, self.end, self.frequency = begin_step, end_step, max(1, frequency)
+        if scope not in ("global", "layer"):
+            raise ValueError(f"scope='{scope}' is not one of: global, layer")
+        self.final, self.initial, self.scope, self.compression = final_sparsity, initial_sparsity, scope, compression
+        self.begin, self.end, self.frequency = begin_epoch, end_epoch, max(1, frequency)
         self.current = 0.0
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.compression:
+            self.final = sparsity_for_compression(pl_module.net, self.compression)
+        if self.end < 0:
+            self.end = float(trainer.max_epochs)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step < self.begin or (step - self.begin) % self.frequency and step < self.end:
+        epoch = trainer.current_epoch + (batch_idx + 1) / max(1, trainer.num_training_batches)
+        if epoch < self.begin or (trainer.global_step % self.frequency and epoch < self.end):
             return
-        target = polynomial_sparsity(step, self.begin, self.end, self.initial, self.final)
+        target = polynomial_sparsity(epoch, self.begin, self.end, self.initial, self.final)
         if target <= self.current:
             return
         params = _weights(pl_module.net)
