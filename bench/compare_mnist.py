@@ -302,7 +302,8 @@ def part_methods(b: Bench, seeds: list[int], gs_lambda: float, ls_penalty: float
     other.append(b.row("stable_units_domain", stable.net, full_nz, seed=0, seconds=time.perf_counter() - t0,
                        note="certified on all of [0,1]^784; no retraining"))
     for name, changes in (("group_sparsity", {"group_sparsity.lambdas": [gs_lambda]}),
-                          ("layer_sparsity", {"layer_sparsity.penalties": [ls_penalty], "reduce.merge_identity_layers": True})):
+                          ("layer_sparsity", {"layer_sparsity.penalties": [ls_penalty] + [0.0] * (len(b.recipe.model.widths) - 1),
+                                            "reduce.merge_identity_layers": True})):
         out = b.job(f"seed_0_{name}", b.single_round(0, **changes))
         point = first_round_point(b, out)
         after_zeroed = next((st for st in point["steps"] if st["step"] in ("zeroed", "layers")), point["steps"][0])
@@ -421,8 +422,9 @@ def main() -> None:
     p.add_argument("--work", default=str(ROOT / "runs" / "compare_mnist"))
     p.add_argument("--results", default=str(ROOT / "results"))
     p.add_argument("--logger", default="csv", choices=["csv", "wandb", "none"])
-    p.add_argument("--gs-lambda", type=float, default=1e-4, help="group-sparsity lambda for the methods part")
-    p.add_argument("--ls-penalty", type=float, default=1e-3, help="layer-sparsity penalty for the methods part")
+    p.add_argument("--gs-lambda", type=float, default=0.02, help="group-sparsity lambda (every stack) for the methods part")
+    p.add_argument("--ls-penalty", type=float, default=1.0,
+                   help="layer-sparsity penalty on stack 1 (the layer that can merge: its inputs are >= 0) for the methods part")
     p.add_argument("--milp-units", type=int, default=64, help="at most this many MILPs in the stable-units row")
     args = p.parse_args()
     parts = [x for x in args.parts.split(",") if x]
@@ -441,6 +443,10 @@ def main() -> None:
                     if Path(args.recipe).resolve().is_relative_to(ROOT) else args.recipe),
                     "recipe_config": to_container(b.recipe), "seeds": seeds,
                     "command": " ".join(["python", "bench/compare_mnist.py", *sys.argv[1:]])})
+
+    def save() -> None:  # after every part: a stopped run keeps what it finished
+        summary_path.write_text(json.dumps(summary, indent=1))
+
     if "seeds" in parts:
         summary["seeds_runs"] = part_seeds(b, seeds)
         reds = [r["reduced"] for r in summary["seeds_runs"]]
@@ -451,25 +457,29 @@ def main() -> None:
             "compression_mean": statistics.fmean(r["compression"] for r in reds),
             "ratio_pruned_global_over_reduced_train_errors": [r["ratio_pruned_global_over_reduced_train_errors"] for r in summary["seeds_runs"]],
         }
-    if "drops" in parts:
-        summary["drops"] = part_drops(b, seeds, mode["drops"])
-        write_csv(results / f"compare_mnist_{args.mode}_fig8.csv", summary["drops"])
-        plot_drops(results / f"compare_mnist_{args.mode}_fig8.png", summary["drops"])
-    if "width" in parts:
-        summary["width"] = part_width(b, widths)
-        plot_sweep(results / f"compare_mnist_{args.mode}_fig9.png", summary["width"], "n", "n_j (width of every stack before reduction)",
-                   "width sweep (seed 0, first round: train then one reduction)")
-    if "time" in parts:
-        summary["time"] = part_time(b, mode["time_fractions"])
-        plot_sweep(results / f"compare_mnist_{args.mode}_fig10.png", summary["time"], "epochs", "training epochs (schedule stretched)",
-                   "training-time sweep (seed 0, first round: train then one reduction)")
+        save()
     if "methods" in parts:
         summary["methods"] = part_methods(b, seeds, args.gs_lambda, args.ls_penalty)
         summary["methods_summary"] = summarize_methods(summary["methods"]["per_seed"])
         for m in summary["methods_summary"]:
             print(f"[methods] {m['method']:<26} test {m['test_acc_mean']:.4f} +- {m['test_acc_sd']:.4f}  train "
                   f"{m['train_acc_mean']:.4f}  epochs {m['epochs']}", flush=True)
-    summary_path.write_text(json.dumps(summary, indent=1))
+        save()
+    if "drops" in parts:
+        summary["drops"] = part_drops(b, seeds, mode["drops"])
+        write_csv(results / f"compare_mnist_{args.mode}_fig8.csv", summary["drops"])
+        plot_drops(results / f"compare_mnist_{args.mode}_fig8.png", summary["drops"])
+        save()
+    if "time" in parts:
+        summary["time"] = part_time(b, mode["time_fractions"])
+        plot_sweep(results / f"compare_mnist_{args.mode}_fig10.png", summary["time"], "epochs", "training epochs (schedule stretched)",
+                   "training-time sweep (seed 0, first round: train then one reduction)")
+        save()
+    if "width" in parts:
+        summary["width"] = part_width(b, widths)
+        plot_sweep(results / f"compare_mnist_{args.mode}_fig9.png", summary["width"], "n", "n_j (width of every stack before reduction)",
+                   "width sweep (seed 0, first round: train then one reduction)")
+        save()
     print(f"wrote {summary_path}")
 
 
