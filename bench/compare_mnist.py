@@ -423,7 +423,7 @@ def main() -> None:
     p.add_argument("--results", default=str(ROOT / "results"))
     p.add_argument("--logger", default="csv", choices=["csv", "wandb", "none"])
     p.add_argument("--gs-lambda", type=float, default=0.02, help="group-sparsity lambda (every stack) for the methods part")
-    p.add_argument("--ls-penalty", type=float, default=1.0,
+    p.add_argument("--ls-penalty", type=float, default=5.0,
                    help="layer-sparsity penalty on stack 1 (the layer that can merge: its inputs are >= 0) for the methods part")
     p.add_argument("--milp-units", type=int, default=64, help="at most this many MILPs in the stable-units row")
     args = p.parse_args()
