@@ -189,23 +189,30 @@ class _Program:
         self.row_lb.append(lb)
         self.row_ub.append(ub)
 
+    def _constraints(self):
+        """The constraint rows as one sparse matrix, built once (every unit's MILP shares them)."""
+        if getattr(self, "_cons", None) is None:
+            from scipy.optimize import LinearConstraint
+            from scipy.sparse import csr_matrix
+
+            rows = [r for r, coefs in enumerate(self.rows) for _ in coefs]
+            cols = [i for coefs in self.rows for i in coefs]
+            vals = [val for coefs in self.rows for val in coefs.values()]
+            A = csr_matrix((vals, (rows, cols)), shape=(max(len(self.rows), 1), len(self.cols_lb)))
+            self._cons = LinearConstraint(A, self.row_lb or [-np.inf], self.row_ub or [np.inf])
+        return self._cons
+
     def optimize(self, v: np.ndarray, b: float, maximize: bool, time_limit: float) -> tuple[float, bool]:
         """Bound of ``v . z_{j-1} + b`` over D: (value, proven). With a time-out, the dual bound."""
-        from scipy.optimize import Bounds, LinearConstraint, milp
-        from scipy.sparse import lil_matrix
+        from scipy.optimize import Bounds, milp
 
         expr, const = self._combine(self.zin, self.zconst, v, b)
         n = len(self.cols_lb)
         cost = np.zeros(n)
         for i, val in expr.items():
             cost[i] = -val if maximize else val
-        A = lil_matrix((max(len(self.rows), 1), n))
-        for r, coefs in enumerate(self.rows):
-            for i, val in coefs.items():
-                A[r, i] = val
-        cons = [LinearConstraint(A.tocsr(), self.row_lb or [-np.inf], self.row_ub or [np.inf])]
-        res = milp(cost, constraints=cons, integrality=np.array(self.integrality), bounds=Bounds(self.cols_lb, self.cols_ub),
-                   options={"time_limit": time_limit, "disp": False})
+        res = milp(cost, constraints=[self._constraints()], integrality=np.array(self.integrality),
+                   bounds=Bounds(self.cols_lb, self.cols_ub), options={"time_limit": time_limit, "disp": False})
         if res.status == 0:
             val = -res.fun if maximize else res.fun
             return val + const, True
