@@ -1,0 +1,65 @@
+"""bench/compare_mnist.py end to end on a tiny digits recipe (the same code path as the MNIST runs)."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+RECIPE = """
+model: {widths: [24, 16, 8], bottleneck: [8, 8]}
+data: {name: digits}
+trainer: {accelerator: cpu, devices: "1"}
+schedule: {warmup_epochs: 2, l2_start: 1.0e-4, l2_end: 1.0e-3, batch_start: 64, batch_end: 256}
+optim: {lr: 3.0e-3}
+reduce: {max_drop: 1.0e-2, baseline: first, refit: true}
+rounds:
+  - epochs: 4
+  - epochs: 2
+    schedule: {warmup_epochs: 0, l2_start: 1.0e-3, l2_end: 1.0e-3}
+"""
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    args = ["--recipe", str(recipe), "--work", str(tmp / "work"), "--results", str(tmp / "results"), "--seeds", "1",
+            "--widths", "12,24", "--parts", "seeds,drops,time,width", "--logger", "none"]
+    first = run_cli("bench/compare_mnist.py", *args)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = run_cli("bench/compare_mnist.py", *args)  # everything cached: no job runs again
+    assert second.returncode == 0, second.stderr[-3000:]
+    return tmp, first.stdout, second.stdout
+
+
+def test_every_part_is_written_with_consistent_accounting(bench_run):
+    tmp, _, _ = bench_run
+    res = json.loads((tmp / "results" / "compare_mnist_quick.json").read_text())
+    assert res["seeds"] == [0] and res["git_commit"] and res["recipe_config"]["data"]["name"] == "digits"
+    run = res["seeds_runs"][0]
+    assert run["full"]["widths"] == [24, 16, 8] and run["full"]["compression"] == 1.0
+    assert [s["round"] for s in run["steps"]][0] == 0 and {s["round"] for s in run["steps"]} == {0, 1}
+    red = run["reduced"]
+    assert red["compression"] > 1 and red["neurons"] == sum(red["widths"]) < 48
+    for pruned in run["pruning"]:  # magnitude pruning at the reduced model's compression factor
+        assert pruned["nonzero_params"] == pytest.approx(red["nonzero_params"], abs=1)
+        assert pruned["widths"] == [24, 16, 8]
+    drops = res["drops"]
+    assert [p["max_drop"] for p in drops] == [1e-8, 1e-6, 1e-4, 1e-3, 1e-2]
+    assert drops[-1]["reduction"]["neurons"] <= drops[0]["reduction"]["neurons"]  # 1e-2 allows more than 1e-8
+    assert [p["n"] for p in res["width"]] == [12, 24]
+    assert [p["epochs"] for p in res["time"]] == [1, 2, 4]
+    for name in ("fig8.png", "fig8.csv", "fig9.png", "fig10.png"):
+        assert (tmp / "results" / f"compare_mnist_quick_{name}").stat().st_size > 0
+
+
+def test_finished_jobs_are_not_run_again(bench_run):
+    _, first, second = bench_run
+    assert "[bench] job seed_0 ..." in first
+    assert "[bench] job" not in second
+
+
+def test_unknown_part_is_refused(tmp_path):
+    out = run_cli("bench/compare_mnist.py", "--parts", "seeds,bogus", "--work", str(tmp_path))
+    assert out.returncode != 0 and "unknown parts ['bogus']" in out.stderr
