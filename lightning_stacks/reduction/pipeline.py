@@ -395,8 +395,8 @@ def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_i
             make = search(j, current[j])
 
             def cand(t, j=j, z_fit=z_fit, cache=cache, make=make):
-                if t not in cache:
-                    cache[t] = finish(make(t), z_fit, j)
+                if t not in cache:  # t = 0 is the stack as it is: accepted unchecked, so never refitted
+                    cache[t] = make(t) if t == 0 else finish(make(t), z_fit, j)
                 return cache[t]
 
             n = current[j].n
