@@ -386,6 +386,7 @@ def plot_sweep(path: Path, points: list[dict], key: str, xlabel: str, title: str
         ax1.plot(xs, [w[j] for w in widths], "o-", label=f"stack {j + 1} after reduction")
     ax1.set_xscale("log", base=2)
     ax1.set_yscale("symlog", linthresh=1)  # a stack can be reduced to 0 ReLU neurons
+    ax1.set_ylim(bottom=0)
     ax1.set_xlabel(xlabel)
     ax1.set_ylabel("ReLU neurons")
     ax1.legend(fontsize=8)
