@@ -27,6 +27,15 @@ def _weights(net: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(m, "weight") for m in net.modules() if isinstance(m, nn.Linear) and m.weight.numel() > 0]
 
 
+def _mask(params: list[tuple[nn.Module, str]], sparsity: float, scope: str) -> None:
+    """Mask the ``sparsity`` fraction of smallest-|w| entries, over all ``params`` or per layer."""
+    if scope == "global":
+        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=float(sparsity))
+    else:
+        for module, name in params:
+            prune.l1_unstructured(module, name, amount=float(sparsity))
+
+
 def prune_network(net: nn.Module, sparsity: float, scope: str = "global", inplace: bool = False) -> nn.Module:
     """Zero the ``sparsity`` fraction of smallest-|w| weights (global or per layer); permanent."""
     if not 0 <= sparsity < 1:
@@ -35,11 +44,7 @@ def prune_network(net: nn.Module, sparsity: float, scope: str = "global", inplac
         raise ValueError(f"scope='{scope}' is not one of: global, layer")
     net = net if inplace else copy.deepcopy(net)
     params = _weights(net)
-    if scope == "global":
-        prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=float(sparsity))
-    else:
-        for module, name in params:
-            prune.l1_unstructured(module, name, amount=float(sparsity))
+    _mask(params, sparsity, scope)
     for module, name in params:
         prune.remove(module, name)
     return net
@@ -109,11 +114,7 @@ class PolynomialPruningCallback(pl.Callback):
         for module, name in params:  # re-rank from the current (masked) weights
             if prune.is_pruned(module):
                 prune.remove(module, name)
-        if self.scope == "global":
-            prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=float(target))
-        else:
-            for module, name in params:
-                prune.l1_unstructured(module, name, amount=float(target))
+        _mask(params, target, self.scope)
         self.current = target
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -128,6 +128,7 @@ class _Program:
     def __init__(self, stacks: list[StackWeights], bounds, lo, hi, j: int):
         self.cols_lb, self.cols_ub, self.integrality = [], [], []
         self.rows, self.row_lb, self.row_ub = [], [], []
+        self._cons = None  # the rows as one sparse matrix, built on the first MILP
         self.x = self._vars(lo.numpy(), hi.numpy())
         zin = [{i: 1.0} for i in self.x]  # each z coordinate as a sparse linear expression
         zconst = np.zeros(len(self.x))
@@ -191,7 +192,7 @@ class _Program:
 
     def _constraints(self):
         """The constraint rows as one sparse matrix, built once (every unit's MILP shares them)."""
-        if getattr(self, "_cons", None) is None:
+        if self._cons is None:
             from scipy.optimize import LinearConstraint
             from scipy.sparse import csr_matrix
 
