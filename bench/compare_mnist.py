@@ -22,6 +22,7 @@ count for every method. Torch-Pruning rows need the optional extra: ``pip instal
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import statistics
@@ -108,13 +109,10 @@ class Bench:
         last round's schedule and optimizer settings."""
         rounds = to_container(self.recipe)["rounds"]
         last = rounds[-1]
-        cfg = self.recipe_cfg(seed, rounds=[], init_from=str(init_from))
+        cfg = self.recipe_cfg(seed, rounds=[], init_from=str(init_from), **changes)
         cfg["trainer"]["max_epochs"] = sum(r["epochs"] for r in rounds[1:])
         cfg["schedule"].update(last.get("schedule", {}))
         cfg["optim"].update(last.get("optim", {}))
-        for key, value in changes.items():
-            section, field = key.split(".")
-            cfg[section][field] = value
         return cfg
 
     @staticmethod
@@ -210,10 +208,10 @@ def part_width(b: Bench, widths: list[int]) -> list[dict]:
     base, J = b.recipe.model.widths, len(b.recipe.model.widths)
     points = []
     for n in widths:
-        name = "seed_0" if [n] * J == list(base) else f"width_{n}"
-        out = b.work / name if name == "seed_0" else b.job(name, b.single_round(0, **{"model.widths": [n] * J}))
-        if name == "seed_0":
-            b.job("seed_0", b.recipe_cfg(0))
+        if [n] * J == list(base):  # the recipe's own width: seed 0's first round
+            out = b.job("seed_0", b.recipe_cfg(0))
+        else:
+            out = b.job(f"width_{n}", b.single_round(0, **{"model.widths": [n] * J}))
         points.append(first_round_point(b, out, n=n))
         print(f"[width] n={n}: reduced to {points[-1]['reduced']['widths']}", flush=True)
     return points
@@ -239,8 +237,7 @@ def torch_pruned(full: StackModule, widths: list[int]) -> StackModule:
         import torch_pruning as tp
     except ImportError:
         raise SystemExit('the Torch-Pruning rows need: pip install -e ".[bench]"') from None
-    net = StackModule(full.hparams["config"], architecture=full.net.architecture()).net
-    net.load_state_dict(full.net.state_dict())
+    net = copy.deepcopy(full.net)
     example = torch.zeros(1, net.input_dim)
     graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
     importance = tp.importance.MagnitudeImportance(p=1)
