@@ -131,7 +131,9 @@ class ReduceConfig:
     points, or relative MSE increase, on the ``reference`` split); -1 = manual. ``weak_share``:
     the part of that budget the weak steps may use (clustering gets the rest). ``refit``: beyond
     the paper, least-squares refit of each reduced stack's W and c to the original stack outputs.
-    ``bottleneck_tol``: beyond the paper, >= 0 shrinks the linear bottlenecks to the rank of their
+    ``polish``: beyond the paper, automatic mode then spends what its per-stack budget ramp left:
+    one neuron at a time (merge two, or drop the weakest), in whichever stack costs least, while
+    the whole network stays within ``max_drop``. ``bottleneck_tol``: beyond the paper, >= 0 shrinks the linear bottlenecks to the rank of their
     values on the checked inputs (relative singular-value cut-off; 0 = exact); -1 = off.
     ``baseline``: automatic mode measures the drop from the ``current`` network's metric, or from
     the ``first`` one in the reduction history (the full network, across retrain-reduce rounds).
@@ -158,6 +160,7 @@ class ReduceConfig:
     max_drop: float = -1.0
     weak_share: float = 0.25
     refit: bool = False
+    polish: bool = False
     bottleneck_tol: float = -1.0
     baseline: str = "current"
     reference: str = "train"
@@ -221,7 +224,9 @@ class RoundConfig:
     """One retrain-reduce round: train ``epochs`` (0 = reduce only), then reduce if ``reduce``.
 
     ``schedule``, ``optim`` and ``reduction`` override the top-level ``schedule.*``, ``optim.*``
-    and ``reduce.*`` keys for this round only (validated: unknown keys are refused).
+    and ``reduce.*`` keys for this round only; ``group_sparsity``, ``layer_sparsity`` and
+    ``pruning`` override the training-time methods' keys (e.g. ``{lambdas: []}`` turns group
+    sparsity off for a fine-tuning round). Validated: unknown keys are refused.
     """
 
     epochs: int = 0
@@ -229,6 +234,9 @@ class RoundConfig:
     schedule: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, Any] = field(default_factory=dict)
     reduction: dict[str, Any] = field(default_factory=dict)
+    group_sparsity: dict[str, Any] = field(default_factory=dict)
+    layer_sparsity: dict[str, Any] = field(default_factory=dict)
+    pruning: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -395,6 +403,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"reduce.bottleneck_tol must be >= 0 (or -1 = off), got {r.bottleneck_tol}")
     if not 0 <= r.weak_share <= 1:
         raise ConfigError(f"reduce.weak_share must be in [0, 1], got {r.weak_share}")
+    if r.polish and r.max_drop < 0:
+        raise ConfigError("reduce.polish needs the automatic mode (reduce.max_drop >= 0): it spends the unused part of max_drop")
     if r.sample < 0 or r.kmeans_n_init < 1:
         raise ConfigError("reduce.sample must be >= 0 and reduce.kmeans_n_init >= 1")
 
@@ -412,7 +422,8 @@ def round_config(cfg: DictConfig, index: int) -> DictConfig:
     if r.epochs < 0:
         raise ConfigError(f"rounds[{index}].epochs must be >= 0, got {r.epochs}")
     over = {"trainer": {"max_epochs": max(1, int(r.epochs))}, "schedule": dict(r.schedule),
-            "optim": dict(r.optim), "reduce": dict(r.reduction)}
+            "optim": dict(r.optim), "reduce": dict(r.reduction), "group_sparsity": dict(r.group_sparsity),
+            "layer_sparsity": dict(r.layer_sparsity), "pruning": dict(r.pruning)}
     schema = Config()
     out = _merge(cfg, OmegaConf.create(over), schema, f"rounds[{index}]")
     validate(out)

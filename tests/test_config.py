@@ -72,7 +72,27 @@ def test_missing_file_and_malformed_override():
     ("data.x_min=2", "data.x_min must be < data.x_max"),
     ("reduce.bottleneck_tol=-0.5", "reduce.bottleneck_tol must be >= 0"),
     ("reduce.weak_share=1.5", r"reduce.weak_share must be in \[0, 1\]"),
+    ("reduce.polish=true", "reduce.polish needs the automatic mode"),
 ])
 def test_invalid_values(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(None, [override])
+
+
+def test_rounds_override_the_training_time_methods():
+    from lightning_stacks.config import round_config
+    from lightning_stacks.training import method_callbacks
+
+    cfg = load_config(None, ["group_sparsity.lambdas=[0.02]",
+                             "rounds=[{epochs: 2}, {epochs: 2, group_sparsity: {lambdas: []}, pruning: {sparsity: 0.5}}]"])
+    first, second = round_config(cfg, 0), round_config(cfg, 1)
+    assert list(first.group_sparsity.lambdas) == [0.02] and first.pruning.sparsity == 0
+    assert list(second.group_sparsity.lambdas) == [] and second.pruning.sparsity == 0.5
+    assert [type(c).__name__ for c in method_callbacks(first)] == ["GroupSparsityCallback"]
+    assert [type(c).__name__ for c in method_callbacks(second)] == ["PolynomialPruningCallback"]
+    bad = load_config(None, ["rounds=[{epochs: 2, group_sparsity: {lambda: [0.1]}}]"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'group_sparsity.lambda' \(from rounds\[0\]\).*lambdas"):
+        round_config(bad, 0)
+    bad = load_config(None, ["rounds=[{epochs: 2, layer_sparsity: {penalties: [-1.0]}}]"])
+    with pytest.raises(ConfigError, match="layer_sparsity"):
+        round_config(bad, 0)
