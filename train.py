@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
     except (ConfigError, DataError, CheckpointError, ReductionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if trainer.is_global_zero:
+    if trainer is None or trainer.is_global_zero:  # None: every round had already finished
         widths = "/".join(str(n) for n in module.net.widths)
         print(f"neurons per stack: {widths} (total {sum(module.net.widths)})")
         print(f"checkpoint: {cfg.out_dir}/final.ckpt")

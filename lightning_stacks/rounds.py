@@ -64,6 +64,8 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
     dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
     logger = with_step_offset(build_logger(cfg))
     trainer = None
+    if done == len(cfg.rounds) - 1:
+        print(f"[rounds] all {len(cfg.rounds)} rounds had already finished: nothing to train", flush=True)
     for i in range(done + 1, len(cfg.rounds)):
         spec = cfg.rounds[i]
         rcfg = round_config(cfg, i)

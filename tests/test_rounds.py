@@ -48,7 +48,11 @@ def test_resume_after_round_one_equals_uninterrupted_run(tmp_path):
     sa, sb = (read_checkpoint(p / "final.ckpt")["state_dict"] for p in (whole, parts))
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k])
-    # rerunning a finished job does nothing new, and a config with fewer rounds is refused
+    # rerunning a finished job does nothing new (and exits cleanly), a config with fewer rounds is refused
+    again = run_cli("train.py", "configs/debug.yaml", f"out_dir={parts}", ROUNDS)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "all 2 rounds had already finished" in again.stdout and "round 1:" not in again.stdout
+    assert widths_history(parts / "final.ckpt") == widths_history(whole / "final.ckpt")
     c = run_cli("train.py", "configs/debug.yaml", f"out_dir={parts}", ROUND0)
     assert c.returncode == 2 and "already holds round 1" in c.stderr
 
