@@ -85,6 +85,31 @@ def test_automatic_mode_respects_max_drop(trained_digits, max_drop, refit):
     assert sum(reduced.widths) < sum(module.net.widths)
 
 
+@pytest.mark.parametrize("refit", [False, True])
+def test_polish_spends_the_unused_budget_and_stays_within_it(refit):
+    """The ramp gives stack 1's clustering only part of max_drop; polish may use the rest, one
+    neuron at a time, in any stack, and never beyond the whole budget."""
+    torch.manual_seed(0)
+    net = DeepStackNetwork(1, [40, 40, 30], [1, 1, 3], "affine")
+    x = torch.rand(500, 1) * 2 - 1
+    with torch.no_grad():
+        y = net(x) + 0.1 * torch.randn(500, 3)
+    ref = evaluate(net, x, y, "regression")
+    ramp, rep0 = reduce_network(net, x, ReduceSettings(max_drop=0.05, refit=refit), task="regression", y_ref=y)
+    pol, rep = reduce_network(net, x, ReduceSettings(max_drop=0.05, refit=refit, polish=True), task="regression", y_ref=y)
+    assert [s.step for s in rep.steps] == ["full", "outside", "weak", "cluster", "polish"]
+    assert rep.steps[3].widths == rep0.steps[3].widths  # the ramped search is unchanged
+    assert sum(pol.widths) < sum(ramp.widths), "this network leaves budget for polish"
+    assert (evaluate(pol, x, y, "regression") - ref) / ref <= 0.05 + 1e-9
+    details = rep.steps[-1].details
+    assert [d["after"] for d in details] == pol.widths
+    assert sum(d["removed"] for d in details) == sum(ramp.widths) - sum(pol.widths)
+    assert rep.evaluations > rep0.evaluations
+    # with no budget left (max_drop 0, outputs must not get worse) polish removes nothing lossy
+    zero, rep = reduce_network(net, x, ReduceSettings(max_drop=0.0, polish=True), task="regression", y_ref=y)
+    assert evaluate(zero, x, y, "regression") <= ref * (1 + 1e-9)
+
+
 def test_automatic_mode_regression_uses_relative_mse():
     torch.manual_seed(0)
     net = DeepStackNetwork(1, [40, 40], [2, 3], "affine")
@@ -103,6 +128,7 @@ def test_automatic_mode_regression_uses_relative_mse():
     (ReduceSettings(max_drop=1.5), r"max_drop must be in \[0, 1\]"),
     (ReduceSettings(max_drop=0.1, clusters=[1, 1, 1]), "not both"),
     (ReduceSettings(sample=-3), "sample must be >= 0"),
+    (ReduceSettings(tolerances=[1.0, 1.0, 1.0], polish=True), "polish needs the automatic mode"),
 ])
 def test_bad_settings_are_refused(trained_digits, settings, pattern):
     module, dm, _ = trained_digits

@@ -59,6 +59,10 @@ class ReduceSettings:
         refit: beyond the paper: after each lossy step, refit every stack's W and c by least
             squares so its outputs on the checked inputs match the original network's stack
             outputs (see :func:`~.core.refit_outgoing`). Off = the paper's algorithm.
+        polish: beyond the paper, automatic mode only: after the ramped search, remove one neuron
+            at a time (merge two by k-means with K = n - 1, or drop the weakest) in whichever
+            stack's candidate costs least, while the whole network stays within ``max_drop``
+            (see :func:`polish_stacks`).
         bottleneck_tol: beyond the paper: when >= 0, a last step shrinks every hidden linear
             bottleneck to the affine subspace its values span on the checked inputs (singular
             values > bottleneck_tol * the largest; 0 = exact rank). -1 = off.
@@ -82,6 +86,7 @@ class ReduceSettings:
     max_drop: float = -1.0
     weak_share: float = 0.25
     refit: bool = False
+    polish: bool = False
     bottleneck_tol: float = -1.0
     baseline: float | None = None
     merge_identity_layers: bool = False
@@ -122,6 +127,8 @@ class ReduceSettings:
             raise ReductionError(f"bottleneck_tol must be >= 0 (or -1 = off), got {self.bottleneck_tol}")
         if not 0 <= self.weak_share <= 1:
             raise ReductionError(f"weak_share must be in [0, 1], got {self.weak_share}")
+        if self.polish and not self.automatic:
+            raise ReductionError("polish needs the automatic mode (max_drop >= 0): it spends the unused part of max_drop")
         if self.kmeans_n_init < 1:
             raise ReductionError(f"kmeans_n_init must be >= 1, got {self.kmeans_n_init}")
 
@@ -444,6 +451,45 @@ def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_i
     return after_weak, after_cluster, tolerances, clusters, budget
 
 
+def polish_stacks(stacks: list[StackWeights], x_ref, budget: _Budget, seed: int, n_init: int,
+                  fit: Fit | None = None) -> tuple[list[StackWeights], list[int]]:
+    """Spend the budget the per-stack ramp left unused, one neuron at a time.
+
+    The ramp gives stack j's clustering only part of ``max_drop``, so a cheap merge in a late stack
+    can go untried while an early stack used its share. Each pass tries, in every stack, merging
+    into K = n - 1 clusters and deleting the weakest neuron (each refitted with ``fit``), evaluates
+    the whole network on the reference set, and keeps the cheapest candidate whose total drop is
+    within ``max_drop``; it stops when none is. Returns the stacks and the neurons removed per stack.
+    """
+    current = list(stacks)
+    removed = [0] * len(current)
+    while True:
+        best = None
+        z_ref, z_fit = x_ref, (fit[0] if fit is not None else None)
+        for j, st in enumerate(current):
+            if st.n > 0:
+                cands = []
+                if st.n > 1:
+                    cands.append(cluster_stack(st, st.n - 1, seed=seed + j, n_init=n_init)[0])
+                keep = torch.ones(st.n, dtype=torch.bool, device=st.V.device)
+                keep[int(torch.argmin(weak_scores(st)))] = False
+                cands.append(st.keep(keep))
+                for cand in cands:
+                    if fit is not None:
+                        cand = refit_outgoing(cand, z_fit, fit[1][j])
+                    budget.evaluations += 1
+                    drop = budget.drop(metric_from_outputs(run_stacks([cand, *current[j + 1:]], z_ref), budget.y_ref, budget.task))
+                    if drop <= budget.max_drop + 1e-12 and (best is None or drop < best[0]):
+                        best = (drop, j, cand)
+            z_ref = run_stacks([st], z_ref)
+            if fit is not None:
+                z_fit = run_stacks([st], z_fit)
+        if best is None:
+            return current, removed
+        _, j, current[j] = best
+        removed[j] += 1
+
+
 # --------------------------------------------------------------------------- driver
 Evaluator = Callable[[DeepStackNetwork], dict[str, float]]
 
@@ -571,6 +617,15 @@ def reduce_network(
         record("cluster", after_cluster, dt / 2, cdet)
         report.settings.update({"chosen_tolerances": tols, "chosen_clusters": ks})
         stacks = after_cluster
+        if settings.polish:
+            t0 = time.perf_counter()
+            n_eval = budget.evaluations
+            polished, removed = polish_stacks(stacks, x_ref, budget, settings.seed, settings.kmeans_n_init, fit)
+            t_red += (dt := time.perf_counter() - t0)
+            report.evaluations = budget.evaluations
+            record("polish", polished, dt, [{"stack": j + 1, "removed": r, "before": a.n, "after": b.n, "evaluations": budget.evaluations - n_eval}
+                                            for j, (r, a, b) in enumerate(zip(removed, stacks, polished, strict=True))])
+            stacks = polished
     else:
         if settings.tolerances:
             t0 = time.perf_counter()
