@@ -45,6 +45,10 @@ def test_every_part_is_written_with_consistent_accounting(bench_run):
     for pruned in run["pruning"]:  # magnitude pruning at the reduced model's compression factor
         assert pruned["nonzero_params"] == pytest.approx(red["nonzero_params"], abs=1)
         assert pruned["widths"] == [24, 16, 8]
+        scope = pruned["method"].split("_")[1]
+        assert run[f"ratio_pruned_{scope}_over_reduced_train_errors"] == pruned["train_errors"] / max(1, red["train_errors"])
+    assert run["compression_vs_dense_full"] == pytest.approx(red["compression"])  # no exact zeros in the full net
+    assert set(res["seeds_summary"]) >= {"ratio_pruned_global_over_reduced_train_errors", "ratio_pruned_layer_over_reduced_train_errors"}
     drops = res["drops"]
     assert [p["max_drop"] for p in drops] == [1e-8, 1e-6, 1e-4, 1e-3, 1e-2]
     assert drops[-1]["reduction"]["neurons"] <= drops[0]["reduction"]["neurons"]  # 1e-2 allows more than 1e-8
@@ -63,3 +67,25 @@ def test_finished_jobs_are_not_run_again(bench_run):
 def test_unknown_part_is_refused(tmp_path):
     out = run_cli("bench/compare_mnist.py", "--parts", "seeds,bogus", "--work", str(tmp_path))
     assert out.returncode != 0 and "unknown parts ['bogus']" in out.stderr
+
+
+def test_a_job_spec_written_before_a_new_config_key_still_matches(bench_run):
+    """A finished job's job.yaml that lacks a key added to the schema since (at its default) is
+    the same job; a changed value is not."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from compare_mnist import Bench
+
+    tmp, _, _ = bench_run
+    spec = tmp / "work" / "seed_0" / "job.yaml"
+    text = spec.read_text()
+    assert "polish: false" in text
+    old = tmp / "old_job.yaml"
+    old.write_text(text.replace("  polish: false\n", ""))
+    assert Bench.same_job(old, text)
+    old.write_text(text.replace("  polish: false\n", "  polish: true\n"))
+    assert not Bench.same_job(old, text)
+    old.write_text(text.replace("  polish: false\n", "  no_such_key: 1\n"))
+    assert not Bench.same_job(old, text)
