@@ -26,7 +26,7 @@ def main() -> None:
     args = p.parse_args()
     for name, path in (("full", args.full), ("reduced", args.reduced)):
         module = load_module(path)
-        x, _ = build_datamodule(module.cfg.data).split("train")
+        x, _ = build_datamodule(module.cfg.data, seed=module.cfg.seed).split("train")
         out = plot_stacks(module.net, x, Path(args.out) / f"sine_{name}.png",
                           title=f"{name}: neurons per stack {module.net.widths}")
         print(f"wrote {out}")

@@ -14,8 +14,11 @@ import subprocess
 
 from _common import ROOT
 
-from lightning_stacks.checkpoint import read_checkpoint
+from lightning_stacks.checkpoint import load_module, read_checkpoint
+from lightning_stacks.config import from_container
+from lightning_stacks.data import build_datamodule
 from lightning_stacks.reduction.pipeline import ReductionReport, StepRecord
+from lightning_stacks.training import final_metrics
 
 STEP_KEYS = ("step", "widths", "params", "metrics", "max_output_change", "seconds")
 
@@ -38,10 +41,14 @@ def main() -> None:
                        "chosen_tolerances": rep["settings"].get("chosen_tolerances"),
                        "chosen_clusters": rep["settings"].get("chosen_clusters"),
                        "evaluations": rep["evaluations"], "reduce_seconds": rep["reduce_seconds"]})
+    # the job may end with fine-tuning after its last reduction: measure the network it saved
+    cfg = from_container(hp["config"])
+    final = final_metrics(load_module(args.checkpoint), build_datamodule(cfg.data, seed=cfg.seed))
+    print("final network: " + "  ".join(f"{k}={v:.4f}" for k, v in final.items()))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     summary = {"config": args.config, "command": f"python train.py {args.config} {args.extra}".strip(), "git_commit": commit,
                "seed": hp["config"]["seed"], "resolved_config": hp["config"], "final_widths": hp["architecture"]["widths"],
-               "rounds": rounds}
+               "final_metrics": final, "rounds": rounds}
     with open(args.output, "w") as f:
         json.dump(summary, f, indent=1)
     print(f"wrote {args.output}")
