@@ -350,12 +350,15 @@ class _Budget:
             return self.max_drop * w * (stage + 1) / J
         return self.max_drop * (w + (1 - w) * (stage - J + 1) / J)
 
-    def ok(self, stacks, j, cand, z_j, stage) -> bool:
+    def trial_drop(self, stacks, j, cand, z_j) -> float:
+        """Whole-network drop with stack j replaced by ``cand`` (z_j: stack j's inputs)."""
         trial = list(stacks)
         trial[j] = cand
         self.evaluations += 1
-        metric = metric_from_outputs(run_stacks(trial, z_j, start=j), self.y_ref, self.task)
-        return self.drop(metric) <= self.allowed(stage) + 1e-12
+        return self.drop(metric_from_outputs(run_stacks(trial, z_j, start=j), self.y_ref, self.task))
+
+    def ok(self, stacks, j, cand, z_j, stage) -> bool:
+        return self.trial_drop(stacks, j, cand, z_j) <= self.allowed(stage) + 1e-12
 
 
 def _largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
@@ -477,8 +480,7 @@ def polish_stacks(stacks: list[StackWeights], x_ref, budget: _Budget, seed: int,
                 for cand in cands:
                     if fit is not None:
                         cand = refit_outgoing(cand, z_fit, fit[1][j])
-                    budget.evaluations += 1
-                    drop = budget.drop(metric_from_outputs(run_stacks([cand, *current[j + 1:]], z_ref), budget.y_ref, budget.task))
+                    drop = budget.trial_drop(current, j, cand, z_ref)
                     if drop <= budget.max_drop + 1e-12 and (best is None or drop < best[0]):
                         best = (drop, j, cand)
             z_ref = run_stacks([st], z_ref)
