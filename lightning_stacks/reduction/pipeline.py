@@ -372,6 +372,20 @@ def _largest_ok(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
     return lo
 
 
+def weak_candidates(st: StackWeights) -> tuple[Callable[[int], StackWeights], torch.Tensor]:
+    """``make(r)``: the stack without its r weakest neurons; and the cumulative scores in that order."""
+    scores = weak_scores(st).double()
+    order = torch.argsort(scores, stable=True)
+    csum = torch.cumsum(scores[order], 0)
+
+    def make(r):
+        keep = torch.ones(st.n, dtype=torch.bool, device=st.V.device)
+        keep[order[:r]] = False
+        return st.keep(keep)
+
+    return make, csum
+
+
 def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init, weak_share=0.25, fit: Fit | None = None,
                                  baseline: float | None = None):
     """Automatic mode: per stack, the largest weak-removal prefix, then the fewest clusters, whose
@@ -383,18 +397,6 @@ def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_i
 
     def finish(cand, z_fit, j):
         return refit_outgoing(cand, z_fit, fit[1][j]) if fit is not None else cand
-
-    def weak_candidates(st):
-        scores = weak_scores(st).double()
-        order = torch.argsort(scores, stable=True)
-        csum = torch.cumsum(scores[order], 0)
-
-        def make(r):
-            keep = torch.ones(st.n, dtype=torch.bool, device=st.V.device)
-            keep[order[:r]] = False
-            return st.keep(keep)
-
-        return make, csum
 
     def phase(current, stage0, search):
         z_ref = x_ref
@@ -474,9 +476,7 @@ def polish_stacks(stacks: list[StackWeights], x_ref, budget: _Budget, seed: int,
                 cands = []
                 if st.n > 1:
                     cands.append(cluster_stack(st, st.n - 1, seed=seed + j, n_init=n_init)[0])
-                keep = torch.ones(st.n, dtype=torch.bool, device=st.V.device)
-                keep[int(torch.argmin(weak_scores(st)))] = False
-                cands.append(st.keep(keep))
+                cands.append(weak_candidates(st)[0](1))
                 for cand in cands:
                     if fit is not None:
                         cand = refit_outgoing(cand, z_fit, fit[1][j])
