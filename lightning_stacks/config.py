@@ -220,23 +220,48 @@ class LayerSparsityConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Beyond the paper: fine-tune against a teacher network's outputs (knowledge distillation,
+    Hinton et al. 2015), so that a reduced network relearns the full network's function and not
+    only the labels. ``weight``: the teacher term's share of the data loss, in [0, 1] (0 = off;
+    the loss is ``(1 - weight) * label loss + weight * teacher loss``). ``temperature`` (> 0):
+    classification compares the softened class distributions (KL, scaled by T^2); regression
+    uses the squared distance to the teacher's outputs. ``teacher``: a checkpoint of ours; empty
+    = in a rounds job, the full network (round 0's trained network, before its reduction).
+    """
+
+    weight: float = 0.0
+    temperature: float = 4.0
+    teacher: str = ""
+
+
+@dataclass
 class RoundConfig:
     """One retrain-reduce round: train ``epochs`` (0 = reduce only), then reduce if ``reduce``.
 
     ``schedule``, ``optim`` and ``reduction`` override the top-level ``schedule.*``, ``optim.*``
     and ``reduce.*`` keys for this round only; ``group_sparsity``, ``layer_sparsity`` and
     ``pruning`` override the training-time methods' keys (e.g. ``{lambdas: []}`` turns group
-    sparsity off for a fine-tuning round). Validated: unknown keys are refused.
+    sparsity off for a fine-tuning round), ``distill`` the distillation keys (e.g. ``{weight:
+    0.5}`` for a fine-tuning round). Validated: unknown keys are refused.
+
+    ``within`` (>= 0; -1 = no check): a guard for rounds that may end worse than the full
+    network (an overshooting reduction whose fine-tuning does not win it back). After the round,
+    if its network is more than ``within`` below the full network's metric on
+    ``reduce.reference`` (``max_drop``'s unit), the job goes on from the latest earlier round's
+    network that is within it; the rejected network is kept as ``rounds/round_i.rejected.ckpt``.
     """
 
     epochs: int = 0
     reduce: bool = True
+    within: float = -1.0
     schedule: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, Any] = field(default_factory=dict)
     reduction: dict[str, Any] = field(default_factory=dict)
     group_sparsity: dict[str, Any] = field(default_factory=dict)
     layer_sparsity: dict[str, Any] = field(default_factory=dict)
     pruning: dict[str, Any] = field(default_factory=dict)
+    distill: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -264,6 +289,7 @@ class Config:
     group_sparsity: GroupSparsityConfig = field(default_factory=GroupSparsityConfig)
     layer_sparsity: LayerSparsityConfig = field(default_factory=LayerSparsityConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     rounds: list[RoundConfig] = field(default_factory=list)
 
 
@@ -383,6 +409,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"pruning: give sparsity in [0, 1) or compression >= 1 (not both), got sparsity={pr.sparsity}, compression={pr.compression}")
     if pr.begin_epoch < 0 or pr.frequency < 1 or (pr.end_epoch >= 0 and pr.end_epoch < pr.begin_epoch):
         raise ConfigError(f"pruning: need 0 <= begin_epoch <= end_epoch (or -1) and frequency >= 1, got {pr.begin_epoch}, {pr.end_epoch}, {pr.frequency}")
+    ds = cfg.distill
+    if not 0 <= ds.weight <= 1 or not ds.temperature > 0:
+        raise ConfigError(f"distill.weight must be in [0, 1] and distill.temperature > 0, got {ds.weight} and {ds.temperature}")
     r = cfg.reduce
     _choice(r.reference, ("train", "val", "test"), "reduce.reference")
     _choice(r.baseline, ("current", "first"), "reduce.baseline")
@@ -421,9 +450,12 @@ def round_config(cfg: DictConfig, index: int) -> DictConfig:
     r = cfg.rounds[index]
     if r.epochs < 0:
         raise ConfigError(f"rounds[{index}].epochs must be >= 0, got {r.epochs}")
+    if r.within != -1.0 and not 0 <= r.within <= 1:
+        raise ConfigError(f"rounds[{index}].within must be in [0, 1] (or -1 = no check), got {r.within}")
     over = {"trainer": {"max_epochs": max(1, int(r.epochs))}, "schedule": dict(r.schedule),
             "optim": dict(r.optim), "reduce": dict(r.reduction), "group_sparsity": dict(r.group_sparsity),
-            "layer_sparsity": dict(r.layer_sparsity), "pruning": dict(r.pruning)}
+            "layer_sparsity": dict(r.layer_sparsity), "pruning": dict(r.pruning),
+            "distill": dict(r.distill)}
     schema = Config()
     out = _merge(cfg, OmegaConf.create(over), schema, f"rounds[{index}]")
     validate(out)

@@ -33,5 +33,13 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str) -> flo
         net.train(was_training)
 
 
+def metric_drop(task: str, baseline: float, metric: float) -> float:
+    """How much worse ``metric`` is than ``baseline``: accuracy points lost, or the relative MSE
+    increase (the unit of ``reduce.max_drop``)."""
+    if task == "classification":
+        return baseline - metric
+    return (metric - baseline) / max(baseline, 1e-30)
+
+
 def higher_is_better(task: str) -> bool:
     return task == "classification"

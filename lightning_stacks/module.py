@@ -4,7 +4,9 @@
   nothing on the bottleneck biases c;
 - Adam with three param groups (non-linear weights, bottleneck biases, affine weights at
   ``affine_lr_mult`` x LR);
-- per-epoch l2 / LR / batch size from :class:`Schedule` (the DataModule reads the batch size).
+- per-epoch l2 / LR / batch size from :class:`Schedule` (the DataModule reads the batch size);
+- optionally (``distill.weight`` > 0) a teacher term: the outputs of a frozen teacher network
+  (the full network, when fine-tuning a reduced one) as soft targets.
 
 Checkpoints carry the architecture (all widths and skip kinds) and the reduction history, so
 ``StackModule.load_from_checkpoint(path)`` rebuilds the right shapes with no other input.
@@ -56,6 +58,7 @@ class StackModule(pl.LightningModule):
         self.l2_coef = 0.0
         self.l2_affine_coef = 0.0
         self.pending_optimizer_state: dict = {}  # set by ReductionCallback for the next fit
+        self.set_teacher(None)
         if self.task == "classification":
             n_cls = dm_cls.output_dim
             self.val_metric = torchmetrics.Accuracy(task="multiclass", num_classes=n_cls)
@@ -75,6 +78,31 @@ class StackModule(pl.LightningModule):
         if self.task == "classification":
             return F.cross_entropy(out, y)
         return (out - y).pow(2).sum(1).mean()
+
+    def set_teacher(self, teacher: DeepStackNetwork | None) -> None:
+        """The frozen network that ``distill`` trains toward. It is kept out of the module's
+        submodules: not in checkpoints, not in the optimizer, not wrapped by DDP."""
+        if teacher is not None:
+            if (teacher.input_dim, teacher.output_dim) != (self.net.input_dim, self.net.output_dim):
+                raise ValueError(f"teacher maps {teacher.input_dim} -> {teacher.output_dim}, the network {self.net.input_dim} -> {self.net.output_dim}")
+            teacher = teacher.eval().requires_grad_(False)
+        object.__setattr__(self, "teacher", teacher)
+
+    def teacher_loss(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Distance of ``out`` to the teacher's outputs on ``x``: KL between the class
+        distributions softened by the temperature (times T^2, Hinton et al.), or the per-sample
+        summed squared difference for regression."""
+        t = self.teacher
+        if t is None:
+            raise RuntimeError("distill.weight > 0 but no teacher network was set (StackModule.set_teacher)")
+        if t.stacks[0].W.weight.device != x.device:
+            t.to(x.device)
+        with torch.no_grad():
+            target = t(x)
+        if self.task == "classification":
+            T = float(self.cfg.distill.temperature)
+            return F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(target / T, 1), log_target=True, reduction="batchmean") * T * T
+        return (out - target).pow(2).sum(1).mean()
 
     def l2_penalty(self) -> torch.Tensor:
         """The explicit l2 term at the current epoch's coefficients (bottleneck biases excluded)."""
@@ -132,11 +160,18 @@ class StackModule(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch, batch_idx):
         x, y = batch
-        data = self.data_loss(self(x), y)
+        out = self(x)
+        data = self.data_loss(out, y)
+        logged = {}
+        w = self.distill_weight
+        if w > 0:
+            distill = self.teacher_loss(out, x)
+            data = (1 - w) * data + w * distill
+            logged[names.TRAIN_DISTILL] = distill
         l2 = self.l2_penalty()
         loss = data + l2
         if self._is_logging_step():
-            self.log_dict({names.TRAIN_LOSS: loss, names.TRAIN_L2: l2}, on_step=True, on_epoch=False, prog_bar=True)
+            self.log_dict({names.TRAIN_LOSS: loss, names.TRAIN_L2: l2, **logged}, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _is_logging_step(self) -> bool:
@@ -167,6 +202,10 @@ class StackModule(pl.LightningModule):
         """Train the next fit with ``cfg``'s optimizer and schedule (a round's config)."""
         self.cfg = cfg
         self.schedule = Schedule(cfg.schedule, cfg.trainer.max_epochs)
+
+    @property
+    def distill_weight(self) -> float:
+        return float(self.cfg.distill.weight)
 
     def replace_network(self, net: DeepStackNetwork, report: dict | None = None) -> None:
         """Swap in a reduced network (between fits: the next fit builds a fresh optimizer that

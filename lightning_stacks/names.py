@@ -2,6 +2,7 @@
 
 TRAIN_LOSS = "train/loss"
 TRAIN_L2 = "train/l2"
+TRAIN_DISTILL = "train/distill"
 TRAIN_LAMBDA = "train/lambda"
 TRAIN_LR = "train/lr"
 TRAIN_BATCH_SIZE = "train/batch_size"

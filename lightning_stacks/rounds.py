@@ -9,6 +9,7 @@ job's config continues it from its last round checkpoint (a scheduled fine-tune-
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .callbacks import ReductionCallback, network_checksum
 from .checkpoint import load_module, read_checkpoint, save_module
 from .config import ConfigError, round_config, to_container
 from .data import build_datamodule
+from .evaluation import evaluate, metric_drop
 from .module import StackModule
 from .reduction.job import settings_from_config
 from .reduction.pipeline import ReductionError
@@ -27,6 +29,7 @@ from .training import (
     build_trainer,
     final_metrics,
     initial_module,
+    load_teacher,
     method_callbacks,
     with_step_offset,
 )
@@ -50,6 +53,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.out_dir)
     rounds_dir = out / "rounds"
+    full_network = _check_distill(cfg, rounds_dir)
     done = finished_rounds(rounds_dir)
     if done >= len(cfg.rounds):
         raise ConfigError(f"{rounds_dir} already holds round {done}, but the config has only {len(cfg.rounds)} rounds")
@@ -64,12 +68,17 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
     dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
     logger = with_step_offset(build_logger(cfg))
     trainer = None
+    teacher_path = None
     if done == len(cfg.rounds) - 1:
         print(f"[rounds] all {len(cfg.rounds)} rounds had already finished: nothing to train", flush=True)
     for i in range(done + 1, len(cfg.rounds)):
         spec = cfg.rounds[i]
         rcfg = round_config(cfg, i)
         module.set_round_config(rcfg)
+        wanted = str(rcfg.distill.teacher or full_network) if rcfg.distill.weight > 0 else None
+        if wanted is not None and wanted != teacher_path:  # loaded once, kept across rounds
+            module.set_teacher(load_teacher(rcfg, full_network))
+            teacher_path = wanted
         dm.schedule = module.schedule
         if logger:
             logger.step_offset = step_offset
@@ -86,7 +95,8 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         resume = str(last) if last.is_file() and spec.epochs > 0 else None
         if trainer.is_global_zero:
             print(f"[rounds] round {i}: {spec.epochs} epochs on widths {module.net.widths}"
-                  f"{' (resuming ' + str(last) + ')' if resume else ''}", flush=True)
+                  f"{' (resuming ' + str(last) + ')' if resume else ''}"
+                  f"{f', distilling (weight {rcfg.distill.weight})' if rcfg.distill.weight > 0 else ''}", flush=True)
         trainer.fit(module, datamodule=dm, ckpt_path=resume)
         callback.run(trainer, module)  # no-op if on_train_end already reduced
         step_offset += trainer.global_step
@@ -94,6 +104,11 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         if trainer.is_global_zero:
             save_module(module, rounds_dir / f"round_{i}.ckpt", extra={"round": i, "step_offset": step_offset})
         trainer.strategy.barrier("round_saved")
+        if spec.within >= 0:
+            kept = _enforce_within(cfg, module, i, spec.within, dm, trainer, step_offset)
+            if kept is not module:
+                module, teacher_path = kept, None  # a loaded module: its teacher is set again when needed
+                _write_checksum(rounds_dir, i, trainer, module)
     final = out / "final.ckpt"
     is_zero = trainer.is_global_zero if trainer is not None else True
     if is_zero:
@@ -103,6 +118,75 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step if trainer else 0)
         logger.finalize("success")
     return module, metrics, trainer
+
+
+def _enforce_within(cfg: DictConfig, module: StackModule, i: int, within: float, dm, trainer: pl.Trainer,
+                    step_offset: int) -> StackModule:
+    """``rounds[i].within``: ``module`` if it is within ``within`` of the full network's metric
+    on ``reduce.reference``, else the latest earlier round's network that is (rank 0 decides and
+    rewrites ``round_i.ckpt`` to it, keeping the rejected one as ``round_i.rejected.ckpt``; every
+    rank then loads it). If no earlier round qualifies, ``module`` is kept, with a warning."""
+    if not module.history:  # never reduced: it is the full network
+        return module
+    ref = cfg.reduce.reference
+    first = module.history[0]["steps"][0]["metrics"]
+    if ref not in first:
+        raise ReductionError(f"rounds[{i}].within needs the full network's '{ref}' metric; its report has {sorted(first)}")
+    x, y = dm.split(ref)
+    rounds_dir = Path(cfg.out_dir) / "rounds"
+
+    def drop(m: StackModule) -> float:
+        return metric_drop(m.task, float(first[ref]), evaluate(m.net, x, y, m.task))
+
+    decision = None
+    if trainer.is_global_zero:
+        d = drop(module)
+        if d <= within + 1e-12:
+            print(f"[rounds] round {i} ends within {within:g} of the full network ({ref} drop {d:.4g})", flush=True)
+            decision = ("keep",)
+        else:
+            for j in range(i - 1, -1, -1):
+                dj = drop(load_module(rounds_dir / f"round_{j}.ckpt", to_container(cfg)))
+                if dj <= within + 1e-12:
+                    print(f"[rounds] round {i} ends {d:.4g} below the full network ({ref}), more than within={within:g}: "
+                          f"going on from round {j}'s network (drop {dj:.4g}); rejected network kept as "
+                          f"round_{i}.rejected.ckpt", flush=True)
+                    path = rounds_dir / f"round_{i}.ckpt"
+                    os.replace(path, rounds_dir / f"round_{i}.rejected.ckpt")
+                    earlier = load_module(rounds_dir / f"round_{j}.ckpt", to_container(cfg))
+                    save_module(earlier, path, extra={"round": i, "step_offset": step_offset, "reverted_to": j})
+                    decision = ("revert", j)
+                    break
+            else:
+                print(f"[rounds] WARNING: round {i} ends {d:.4g} below the full network ({ref}), more than within={within:g}, "
+                      "and no earlier round is within it: keeping this network", flush=True)
+                decision = ("keep",)
+    decision = trainer.strategy.broadcast(decision, src=0)
+    trainer.strategy.barrier("within_checked")
+    if decision[0] == "keep":
+        return module
+    return load_module(rounds_dir / f"round_{i}.ckpt", to_container(cfg))
+
+
+def _check_distill(cfg: DictConfig, rounds_dir: Path) -> Path | None:
+    """Before any training: a round that distills must have a teacher. Returns the default
+    teacher, the full network (round 0's ``last.ckpt``: saved after its last epoch, before the
+    reduction; ``init_from`` when round 0 does not train)."""
+    default = rounds_dir / "round_0" / "last.ckpt" if cfg.rounds[0].epochs > 0 else (Path(cfg.init_from) if cfg.init_from else None)
+    for i in range(len(cfg.rounds)):
+        d = round_config(cfg, i).distill
+        if d.weight <= 0:
+            continue
+        if d.teacher:
+            if not Path(d.teacher).is_file():
+                raise ConfigError(f"rounds[{i}]: distill teacher checkpoint '{d.teacher}' does not exist")
+        elif i == 0 and cfg.rounds[0].epochs > 0:
+            raise ConfigError("rounds[0] trains the full network, so it cannot distill from it: turn distill on in a later "
+                              "round or give distill.teacher=<checkpoint>")
+        elif default is None:
+            raise ConfigError(f"rounds[{i}] distills from the full network, but round 0 does not train it and there is no "
+                              "init_from: give distill.teacher=<checkpoint>")
+    return default
 
 
 def _write_checksum(rounds_dir: Path, i: int, trainer: pl.Trainer, module: StackModule) -> None:

@@ -150,6 +150,20 @@ def initial_module(cfg: DictConfig) -> StackModule:
     return StackModule(to_container(cfg))
 
 
+def load_teacher(cfg: DictConfig, default: str | Path | None = None):
+    """The frozen network ``distill`` trains toward: ``distill.teacher``, else ``default`` (a
+    rounds job's full network). Raises ConfigError if there is none or the file is missing."""
+    from .checkpoint import load_module
+
+    path = cfg.distill.teacher or default
+    if not path:
+        raise ConfigError("distill.weight > 0 needs a teacher: set distill.teacher=<checkpoint> "
+                          "(only a rounds job has a default, its full network)")
+    if not Path(path).is_file():
+        raise ConfigError(f"distill teacher checkpoint '{path}' does not exist")
+    return load_module(path, to_container(cfg)).net
+
+
 def final_metrics(module: StackModule, dm) -> dict[str, float]:
     """Metrics on train/val/test computed outside the Trainer (same code as the reduction uses)."""
     task = module.task
@@ -166,6 +180,8 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
     if cfg.init_from and cfg.ckpt_path:
         raise ConfigError("give init_from (start a new fit from weights) or ckpt_path (resume a fit), not both")
     module = initial_module(cfg)
+    if cfg.distill.weight > 0:
+        module.set_teacher(load_teacher(cfg))
     dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
     trainer = build_trainer(cfg, callbacks=method_callbacks(cfg))
     ckpt_path = cfg.ckpt_path or None

@@ -204,3 +204,32 @@ def test_optimizer_state_after_reduction(tmp_path, mode):
                 assert torch.all(new[i] == 0)
         torch.testing.assert_close(after.state[f"stacks.{j}.W.bias"]["exp_avg"], before.state[f"stacks.{j}.W.bias"]["exp_avg"])
     assert survived > 0
+
+
+def test_round_ending_outside_within_goes_on_from_the_last_round_within(tmp_path):
+    # round 1 trains with an absurd learning rate: its network ends far from the full network's
+    # train MSE, so the job continues from round 0's network; round 2 then fine-tunes that one
+    rounds = ("rounds=[{epochs: 2, reduction: {max_drop: 0.05}}, {epochs: 2, reduce: false, within: 0.05, optim: {lr: 5.0}},"
+              " {epochs: 1, reduce: false, within: 1.0, optim: {lr: 1.0e-9}}]")
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", rounds)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "more than within=0.05: going on from round 0's network" in proc.stdout, proc.stdout[-3000:]
+    assert "round 2 ends within 1 of the full network" in proc.stdout
+    rounds_dir = tmp_path / "rounds"
+    r0, r1, rejected = (read_checkpoint(rounds_dir / name) for name in ("round_0.ckpt", "round_1.ckpt", "round_1.rejected.ckpt"))
+    assert r1["reverted_to"] == 0 and r1["round"] == 1
+    for k in r0["state_dict"]:
+        torch.testing.assert_close(r1["state_dict"][k], r0["state_dict"][k])
+    assert any(not torch.equal(rejected["state_dict"][k], r0["state_dict"][k]) for k in r0["state_dict"])
+    final = read_checkpoint(tmp_path / "final.ckpt")["state_dict"]  # round 2 at lr 1e-9: round 0's weights, barely moved
+    for k in r0["state_dict"]:
+        torch.testing.assert_close(final[k], r0["state_dict"][k], atol=1e-6, rtol=0)
+    # a rerun resumes after round 2 with the reverted history, nothing is redone
+    again = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", rounds)
+    assert again.returncode == 0 and "all 3 rounds had already finished" in again.stdout
+
+
+def test_within_out_of_range_is_refused(tmp_path):
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "rounds=[{epochs: 1}, {epochs: 1, within: 2}]")
+    assert proc.returncode == 2 and "rounds[1].within must be in [0, 1] (or -1 = no check), got 2.0" in proc.stderr
+    assert not (tmp_path / "rounds").exists()

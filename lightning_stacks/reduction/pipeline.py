@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..evaluation import metric_from_outputs
+from ..evaluation import metric_drop, metric_from_outputs
 from ..model import DeepStackNetwork
 from .core import (
     StackWeights,
@@ -339,9 +339,7 @@ class _Budget:
         self.evaluations = 0
 
     def drop(self, metric: float) -> float:
-        if self.task == "classification":
-            return self.ref_metric - metric
-        return (metric - self.ref_metric) / max(self.ref_metric, 1e-30)
+        return metric_drop(self.task, self.ref_metric, metric)
 
     def allowed(self, stage: int) -> float:
         """Cumulative drop allowed after stage (0..J-1 weak, J..2J-1 cluster)."""
