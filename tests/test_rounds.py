@@ -31,6 +31,22 @@ def test_ddp_two_processes_two_rounds_identical_models(tmp_path):
     assert proc.stdout.strip().splitlines()[-1].startswith("val_mse=")  # round 2 finished
 
 
+@pytest.mark.slow
+def test_ddp_within_revert_and_distillation_keep_ranks_identical(tmp_path):
+    # round 1 diverges (absurd LR) and is rejected by its guard: rank 0 decides and rewrites
+    # round_1.ckpt, every rank loads it; round 2 distills from the full network on both ranks
+    rounds = ("rounds=[{epochs: 2, reduction: {max_drop: 0.05}}, {epochs: 2, reduce: false, within: 0.05, optim: {lr: 5.0}},"
+              " {epochs: 2, reduction: {max_drop: 0.05}, distill: {weight: 0.5}}]")
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "trainer.accelerator=cpu",
+                   "trainer.devices=2", "trainer.strategy=ddp", rounds)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "going on from round 0's network" in proc.stdout and "distilling (weight 0.5)" in proc.stdout
+    for i in (0, 1, 2):
+        sums = [(tmp_path / "rounds" / f"round_{i}.rank{r}.sha256").read_text() for r in (0, 1)]
+        assert sums[0] == sums[1], f"ranks differ after round {i}: {sums}"
+    assert (tmp_path / "rounds" / "round_1.rank0.sha256").read_text() == (tmp_path / "rounds" / "round_0.rank0.sha256").read_text()
+
+
 def test_resume_after_round_one_equals_uninterrupted_run(tmp_path):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     a = run_cli("train.py", "configs/debug.yaml", f"out_dir={whole}", ROUNDS)
