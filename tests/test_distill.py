@@ -18,12 +18,18 @@ def make_module(*overrides):
     return StackModule(to_container(cfg))
 
 
+def perturbed_copy(net, scale: float):
+    """A teacher that differs from the student: its weights plus Gaussian noise."""
+    teacher = copy.deepcopy(net)
+    for p in teacher.parameters():
+        p.data.add_(scale * torch.randn_like(p))
+    return teacher
+
+
 def test_classification_teacher_loss_is_the_tempered_kl_times_t_squared():
     torch.manual_seed(0)
     module = make_module("data.name=digits", "distill.temperature=3")
-    teacher = copy.deepcopy(module.net)
-    for p in teacher.parameters():
-        p.data.add_(0.3 * torch.randn_like(p))
+    teacher = perturbed_copy(module.net, 0.3)
     module.set_teacher(teacher)
     x = torch.randn(7, 64)
     out = module(x)
@@ -37,9 +43,7 @@ def test_classification_teacher_loss_is_the_tempered_kl_times_t_squared():
 def test_regression_teacher_loss_is_the_summed_squared_distance():
     torch.manual_seed(1)
     module = make_module()
-    teacher = copy.deepcopy(module.net)
-    for p in teacher.parameters():
-        p.data.add_(0.3 * torch.randn_like(p))
+    teacher = perturbed_copy(module.net, 0.3)
     module.set_teacher(teacher)
     x = torch.rand(9, 1)
     out = module(x)
@@ -49,9 +53,7 @@ def test_regression_teacher_loss_is_the_summed_squared_distance():
 def test_training_step_mixes_label_and_teacher_loss_by_weight():
     torch.manual_seed(2)
     module = make_module("distill.weight=0.25")
-    teacher = copy.deepcopy(module.net)
-    for p in teacher.parameters():
-        p.data.add_(0.5 * torch.randn_like(p))
+    teacher = perturbed_copy(module.net, 0.5)
     module.set_teacher(teacher)
     x, y = torch.rand(16, 1), torch.randn(16, 7)
     out = module(x)
