@@ -146,14 +146,14 @@ def _enforce_within(cfg: DictConfig, module: StackModule, i: int, within: float,
             decision = ("keep",)
         else:
             for j in range(i - 1, -1, -1):
-                dj = drop(load_module(rounds_dir / f"round_{j}.ckpt", to_container(cfg)))
+                earlier = load_module(rounds_dir / f"round_{j}.ckpt", to_container(cfg))
+                dj = drop(earlier)
                 if dj <= within + 1e-12:
                     print(f"[rounds] round {i} ends {d:.4g} below the full network ({ref}), more than within={within:g}: "
                           f"going on from round {j}'s network (drop {dj:.4g}); rejected network kept as "
                           f"round_{i}.rejected.ckpt", flush=True)
                     path = rounds_dir / f"round_{i}.ckpt"
                     os.replace(path, rounds_dir / f"round_{i}.rejected.ckpt")
-                    earlier = load_module(rounds_dir / f"round_{j}.ckpt", to_container(cfg))
                     save_module(earlier, path, extra={"round": i, "step_offset": step_offset, "reverted_to": j})
                     decision = ("revert", j)
                     break
