@@ -22,7 +22,7 @@ from .config import ConfigError, round_config, to_container
 from .data import build_datamodule
 from .evaluation import evaluate, metric_drop
 from .module import StackModule
-from .reduction.job import settings_from_config
+from .reduction.job import full_network_metric, settings_from_config
 from .reduction.pipeline import ReductionError
 from .training import (
     build_logger,
@@ -129,14 +129,12 @@ def _enforce_within(cfg: DictConfig, module: StackModule, i: int, within: float,
     if not module.history:  # never reduced: it is the full network
         return module
     ref = cfg.reduce.reference
-    first = module.history[0]["steps"][0]["metrics"]
-    if ref not in first:
-        raise ReductionError(f"rounds[{i}].within needs the full network's '{ref}' metric; its report has {sorted(first)}")
+    baseline = full_network_metric(module.history, ref, f"rounds[{i}].within")
     x, y = dm.split(ref)
     rounds_dir = Path(cfg.out_dir) / "rounds"
 
     def drop(m: StackModule) -> float:
-        return metric_drop(m.task, float(first[ref]), evaluate(m.net, x, y, m.task))
+        return metric_drop(m.task, baseline, evaluate(m.net, x, y, m.task))
 
     decision = None
     if trainer.is_global_zero:

@@ -16,14 +16,20 @@ from ..module import StackModule
 from .pipeline import ReduceSettings, ReductionError, ReductionReport, StepRecord, reduce_network
 
 
+def full_network_metric(history: list, reference: str, what: str) -> float:
+    """The full network's metric on ``reference``: the first row of the first reduction report.
+    ``what`` names the setting that needs it (for the error when that report lacks it)."""
+    first = history[0]["steps"][0]["metrics"]
+    if reference not in first:
+        raise ReductionError(f"{what} needs the '{reference}' metric in the first report; it has {sorted(first)}")
+    return float(first[reference])
+
+
 def settings_from_config(r, history: list | None = None) -> ReduceSettings:
     """``ReduceConfig`` (+ the module's reduction history, for ``baseline=first``) -> settings."""
     baseline = None
     if r.baseline == "first" and history:
-        first = history[0]["steps"][0]["metrics"]
-        if r.reference not in first:
-            raise ReductionError(f"reduce.baseline=first needs the '{r.reference}' metric in the first report; it has {sorted(first)}")
-        baseline = float(first[r.reference])
+        baseline = full_network_metric(history, r.reference, "reduce.baseline=first")
     shared = {f.name for f in fields(ReduceSettings)} - {"baseline", "domain"}
     values = {name: r[name] for name in shared}  # same names and meanings as ReduceConfig
     values["tolerances"] = [float(t) for t in values["tolerances"]]
