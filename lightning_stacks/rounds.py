@@ -53,7 +53,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.out_dir)
     rounds_dir = out / "rounds"
-    full_network = _check_distill(cfg, rounds_dir)
+    full_network = _check_rounds(cfg, rounds_dir)
     done = finished_rounds(rounds_dir)
     if done >= len(cfg.rounds):
         raise ConfigError(f"{rounds_dir} already holds round {done}, but the config has only {len(cfg.rounds)} rounds")
@@ -166,8 +166,9 @@ def _enforce_within(cfg: DictConfig, module: StackModule, i: int, within: float,
     return load_module(rounds_dir / f"round_{i}.ckpt", to_container(cfg))
 
 
-def _check_distill(cfg: DictConfig, rounds_dir: Path) -> Path | None:
-    """Before any training: a round that distills must have a teacher. Returns the default
+def _check_rounds(cfg: DictConfig, rounds_dir: Path) -> Path | None:
+    """Before any training: every round's config resolves (``round_config`` validates its
+    overrides, e.g. ``within``), and a round that distills has a teacher. Returns the default
     teacher, the full network (round 0's ``last.ckpt``: saved after its last epoch, before the
     reduction; ``init_from`` when round 0 does not train)."""
     default = rounds_dir / "round_0" / "last.ckpt" if cfg.rounds[0].epochs > 0 else (Path(cfg.init_from) if cfg.init_from else None)
