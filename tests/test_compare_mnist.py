@@ -47,6 +47,21 @@ def test_every_part_is_written_with_consistent_accounting(bench_run):
         assert pruned["widths"] == [24, 16, 8]
         scope = pruned["method"].split("_")[1]
         assert run[f"ratio_pruned_{scope}_over_reduced_train_errors"] == pruned["train_errors"] / max(1, red["train_errors"])
+    # global pruning pushed from our factor up until it makes 10x our train errors
+    curve, need = run["global_pruning_to_10x_errors"], 10 * max(1, red["train_errors"])
+    assert curve[0]["compression"] == pytest.approx(red["compression"])
+    assert curve[0]["train_errors"] == run["pruning"][0]["train_errors"]
+    assert all(b["compression"] == pytest.approx(a["compression"] + 0.5) for a, b in zip(curve, curve[1:], strict=False))
+    assert all(p["train_errors"] < need for p in curve[:-1])
+    reached = curve[-1]["train_errors"] >= need
+    assert run["global_pruning_10x_errors_at_compression"] == (curve[-1]["compression"] if reached else None)
+    if not reached:  # stopped at 60x or where pruning every weight would be needed
+        from lightning_stacks.checkpoint import load_module
+        from lightning_stacks.methods.magnitude_pruning import max_compression
+
+        full = load_module(tmp / "work" / "seed_0" / "rounds" / "round_0" / "last.ckpt").net
+        assert curve[-1]["compression"] + 0.5 >= min(60.0, max_compression(full))
+    assert res["seeds_summary"]["global_pruning_10x_errors_at_compression"] == [run["global_pruning_10x_errors_at_compression"]]
     assert run["compression_vs_dense_full"] == pytest.approx(red["compression"])  # no exact zeros in the full net
     assert set(res["seeds_summary"]) >= {"ratio_pruned_global_over_reduced_train_errors", "ratio_pruned_layer_over_reduced_train_errors"}
     drops = res["drops"]

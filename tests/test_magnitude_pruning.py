@@ -6,6 +6,7 @@ import torch
 from lightning_stacks.config import load_config, to_container
 from lightning_stacks.methods.magnitude_pruning import (
     PolynomialPruningCallback,
+    max_compression,
     nonzero_parameters,
     polynomial_sparsity,
     prune_network,
@@ -43,6 +44,18 @@ def test_prune_to_compression_hits_the_factor():
     net = DeepStackNetwork(10, [50, 40], [5, 3])
     pruned, _ = prune_to_compression(net, 4.0)
     assert nonzero_parameters(net) / nonzero_parameters(pruned) == pytest.approx(4.0, rel=0.01)
+
+
+def test_max_compression_is_the_bound_pruning_approaches():
+    torch.manual_seed(3)
+    net = DeepStackNetwork(10, [50, 40], [5, 3])
+    biases = sum(int((m.bias != 0).sum()) for m in net.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None)
+    top = max_compression(net)
+    assert top == pytest.approx(nonzero_parameters(net) / biases)
+    pruned, _ = prune_to_compression(net, 0.99 * top)  # just below: every weight but a few goes
+    assert nonzero_parameters(net) / nonzero_parameters(pruned) == pytest.approx(0.99 * top, rel=0.01)
+    with pytest.raises(ValueError, match="only .* weights are nonzero"):
+        prune_to_compression(net, 1.01 * top)
 
 
 @pytest.mark.parametrize("call,pattern", [

@@ -50,6 +50,13 @@ def prune_network(net: nn.Module, sparsity: float, scope: str = "global", inplac
     return net
 
 
+def max_compression(net: nn.Module) -> float:
+    """The factor weight pruning approaches as every weight goes (biases stay); reachable only below it."""
+    total = nonzero_parameters(net)
+    rest = total - sum(int((m.weight != 0).sum()) for m, _ in _weights(net))
+    return total / rest if rest else float("inf")
+
+
 def sparsity_for_compression(net: nn.Module, factor: float) -> float:
     """The weight sparsity that divides ``net``'s nonzero parameters by ``factor``.
 
