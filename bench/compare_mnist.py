@@ -7,7 +7,9 @@ the other methods (group sparsity, layer sparsity, stable units) and the harder 
     python bench/compare_mnist.py --mode full                      # 10 seeds, more thresholds
     python bench/compare_mnist.py --mode quick --parts seeds,drops # a subset of the parts
 
-Parts: ``seeds`` (the recipe ``--recipe``, retrain-reduce rounds, once per seed), ``drops``
+Parts: ``seeds`` (the recipe ``--recipe``, retrain-reduce rounds, once per seed), ``control``
+(each seed's full network given the recipe's last round as well: is it the extra training, not
+the reduction, that decides where the reduced network ends?), ``drops``
 (one automatic reduction of each seed's trained full network per threshold, and magnitude
 pruning without retraining at the same compression), ``width``, ``time``, ``methods``.
 Every training run is a ``train.py`` job under ``--work`` (default ``runs/compare_mnist``); a
@@ -52,7 +54,7 @@ MODES = {
     "full": {"seeds": 10, "drops": [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
              "widths": [256, 512, 1024, 2048], "time_fractions": [0.125, 0.25, 0.5, 1.0, 2.0]},
 }
-PARTS = ("seeds", "drops", "width", "time", "methods")
+PARTS = ("seeds", "control", "drops", "width", "time", "methods")
 
 
 class Bench:
@@ -120,13 +122,13 @@ class Bench:
             first["epochs"] = epochs
         return self.recipe_cfg(seed, rounds=[first], **changes)
 
-    def fine_tune_cfg(self, seed: int, init_from: Path, **changes) -> dict:
-        """A single fit as long as all the recipe's rounds after the first together, with its
-        last round's schedule and optimizer settings."""
+    def fine_tune_cfg(self, seed: int, init_from: Path, epochs: int | None = None, **changes) -> dict:
+        """A single fit with the recipe's last round's schedule and optimizer settings, as long as
+        ``epochs`` (default: all the recipe's rounds after the first together)."""
         rounds = to_container(self.recipe)["rounds"]
         last = rounds[-1]
         cfg = self.recipe_cfg(seed, rounds=[], init_from=str(init_from), **changes)
-        cfg["trainer"]["max_epochs"] = sum(r["epochs"] for r in rounds[1:])
+        cfg["trainer"]["max_epochs"] = sum(r["epochs"] for r in rounds[1:]) if epochs is None else epochs
         cfg["schedule"].update(last.get("schedule", {}))
         cfg["optim"].update(last.get("optim", {}))
         return cfg
@@ -210,6 +212,27 @@ def part_seeds(b: Bench, seeds: list[int]) -> list[dict]:
               f"vs global pruning {run['pruning'][0]['train_errors']}, per-layer pruning {run['pruning'][1]['train_errors']}; global pruning reaches 10x our errors at "
               f"{run['global_pruning_10x_errors_at_compression']}x", flush=True)
         runs.append(run)
+    return runs
+
+
+def part_control(b: Bench, seeds: list[int]) -> list[dict]:
+    """The full network given the recipe's last round as it is (its schedule, optimizer and epochs):
+    whether that extra training alone, not the reduction, explains where the reduced network ends."""
+    last = b.recipe.rounds[-1]
+    runs = []
+    for s in seeds:
+        seed_dir = b.work / f"seed_{s}"
+        full_ckpt = seed_dir / "rounds" / "round_0" / "last.ckpt"
+        if not full_ckpt.is_file():
+            raise SystemExit(f"part control needs seed {s}'s trained full network {full_ckpt}: run --parts seeds first")
+        full = load_module(full_ckpt)
+        full_nz = nonzero_parameters(full.net)
+        out = b.job(f"seed_{s}_full_last_round", b.fine_tune_cfg(s, full_ckpt, epochs=last.epochs))
+        tuned = b.row("full_plus_last_round", load_module(out / "final.ckpt").net, full_nz, epochs=last.epochs,
+                      wall_seconds=b.wall(out))
+        runs.append({"seed": s, "full": b.row("full", full.net, full_nz), "full_plus_last_round": tuned})
+        print(f"[control] seed {s}: full test {runs[-1]['full']['test_acc']:.4f}, after the recipe's last round "
+              f"({last.epochs} epochs) {tuned['test_acc']:.4f}", flush=True)
     return runs
 
 
@@ -500,6 +523,9 @@ def main() -> None:
                                                                   for r in summary["seeds_runs"]] for scope in ("global", "layer")},
             "global_pruning_10x_errors_at_compression": [r["global_pruning_10x_errors_at_compression"] for r in summary["seeds_runs"]],
         }
+        save()
+    if "control" in parts:
+        summary["control"] = part_control(b, seeds)
         save()
     if "methods" in parts:
         summary["methods"] = part_methods(b, seeds, args.gs_lambda, args.ls_penalty)

@@ -25,7 +25,7 @@ def bench_run(tmp_path_factory):
     recipe = tmp / "recipe.yaml"
     recipe.write_text(RECIPE)
     args = ["--recipe", str(recipe), "--work", str(tmp / "work"), "--results", str(tmp / "results"), "--seeds", "1",
-            "--widths", "12,24", "--parts", "seeds,drops,time,width", "--logger", "none"]
+            "--widths", "12,24", "--parts", "seeds,control,drops,time,width", "--logger", "none"]
     first = run_cli("bench/compare_mnist.py", *args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = run_cli("bench/compare_mnist.py", *args)  # everything cached: no job runs again
@@ -64,6 +64,16 @@ def test_every_part_is_written_with_consistent_accounting(bench_run):
     assert res["seeds_summary"]["global_pruning_10x_errors_at_compression"] == [run["global_pruning_10x_errors_at_compression"]]
     assert run["compression_vs_dense_full"] == pytest.approx(red["compression"])  # no exact zeros in the full net
     assert set(res["seeds_summary"]) >= {"ratio_pruned_global_over_reduced_train_errors", "ratio_pruned_layer_over_reduced_train_errors"}
+    # control: the same full network given the recipe's last round (2 epochs at l2 1e-3), nothing else
+    (ctrl,) = res["control"]
+    assert ctrl["seed"] == 0 and ctrl["full"] == run["full"]
+    tuned = ctrl["full_plus_last_round"]
+    assert tuned["widths"] == [24, 16, 8] and tuned["epochs"] == 2
+    from lightning_stacks.config import load_config
+
+    job = load_config(tmp / "work" / "seed_0_full_last_round" / "job.yaml")
+    assert not job.rounds and job.trainer.max_epochs == 2 and job.init_from.endswith("seed_0/rounds/round_0/last.ckpt")
+    assert job.schedule.l2_start == job.schedule.l2_end == 1.0e-3 and job.schedule.warmup_epochs == 0
     drops = res["drops"]
     assert [p["max_drop"] for p in drops] == [1e-8, 1e-6, 1e-4, 1e-3, 1e-2]
     assert drops[-1]["reduction"]["neurons"] <= drops[0]["reduction"]["neurons"]  # 1e-2 allows more than 1e-8
@@ -77,6 +87,14 @@ def test_finished_jobs_are_not_run_again(bench_run):
     _, first, second = bench_run
     assert "[bench] job seed_0 ..." in first
     assert "[bench] job" not in second
+
+
+def test_control_without_the_seed_jobs_is_refused(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    out = run_cli("bench/compare_mnist.py", "--recipe", str(recipe), "--parts", "control", "--seeds", "1",
+                  "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"), "--logger", "none")
+    assert out.returncode != 0 and "part control needs seed 0's trained full network" in out.stderr
 
 
 def test_unknown_part_is_refused(tmp_path):
