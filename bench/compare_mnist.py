@@ -505,8 +505,14 @@ def main() -> None:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary.update({"mode": args.mode, "git_commit": git_commit(), "recipe": str(Path(args.recipe).resolve().relative_to(ROOT)
                     if Path(args.recipe).resolve().is_relative_to(ROOT) else args.recipe),
-                    "recipe_config": to_container(b.recipe), "seeds": seeds,
-                    "command": " ".join(["python", "bench/compare_mnist.py", *sys.argv[1:]])})
+                    "recipe_config": to_container(b.recipe)})
+    # parts may be run one at a time, with different --seeds: each part records its own seeds and command
+    command = " ".join(["python", "bench/compare_mnist.py", *sys.argv[1:]])
+    for part in parts:
+        summary.setdefault("part_seeds", {})[part] = seeds
+        summary.setdefault("part_commands", {})[part] = command
+    if "seeds" in parts:
+        summary.update({"seeds": seeds, "command": command})
 
     def save() -> None:  # after every part: a stopped run keeps what it finished
         summary_path.write_text(json.dumps(summary, indent=1))

@@ -36,6 +36,7 @@ def bench_run(tmp_path_factory):
 def test_every_part_is_written_with_consistent_accounting(bench_run):
     tmp, _, _ = bench_run
     res = json.loads((tmp / "results" / "compare_mnist_quick.json").read_text())
+    assert res["part_seeds"] == {p: [0] for p in ("seeds", "control", "drops", "time", "width")}
     assert res["seeds"] == [0] and res["git_commit"] and res["recipe_config"]["data"]["name"] == "digits"
     run = res["seeds_runs"][0]
     assert run["full"]["widths"] == [24, 16, 8] and run["full"]["compression"] == 1.0
