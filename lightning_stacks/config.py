@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 VARIANTS = ("stack", "simplified", "plain")
-DATASETS = ("sine", "mnist", "digits")
+DATASETS = ("sine", "mnist", "digits", "csv", "npz", "module")
+FILE_DATASETS = ("csv", "npz")
+DATA_TASKS = ("auto", "classification", "regression")
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
 
@@ -44,11 +46,32 @@ class ModelConfig:
 class DataConfig:
     """Data set and loading.
 
-    ``root`` for MNIST: a folder holding the IDX files (gzip or not), directly or under
+    ``name``: ``sine`` (the composite sine), ``mnist``, ``digits`` (scikit-learn's 8x8 digits),
+    ``csv`` or ``npz`` (your file at ``path``), or ``module`` (your own LightningDataModule).
+
+    ``root`` for MNIST only: a folder holding the IDX files (gzip or not), directly or under
     ``MNIST/raw``; empty means ``$LIGHTNING_STACKS_DATA`` or ``./data``. ``val_size``: points held
     out of the training set for validation (MNIST: 0 means validate on the test set, as the paper
     reports test accuracy). ``x_min``/``x_max``: the composite sine's input range (the paper
     does not state it).
+
+    Files (``csv``/``npz``): ``path`` is the file. A CSV has a header row of column names, or no
+    header when every cell of its first row is a number (columns are then named ``0``, ``1``, ...).
+    ``target`` (CSV only): the label column, by name or 0-based index (empty = the last column);
+    a list of columns gives a multi-output regression. ``task``: ``auto`` infers it from the
+    labels (text or integer-valued numbers: classification; other numbers: regression), or force
+    ``classification``/``regression``. ``val_fraction``/``test_fraction``: each in [0, 1), sum
+    < 1; the split is seeded by the job's seed. A fraction of 0 means no such split: validation
+    then uses the test split, testing the validation split, and with both 0, both use the
+    training split. An npz file with ``x_train``/``y_train`` (and optionally ``x_val``/``y_val``,
+    ``x_test``/``y_test``) is used as split (fractions unused, the same fallbacks for a missing
+    split). ``standardize``: scale every input feature by the training split's mean and std
+    (regression targets are left as they are).
+
+    Your own LightningDataModule: ``module`` is ``package.module:ClassName``, built with
+    ``kwargs`` (and ``seed=<the job's seed>`` when its constructor takes a ``seed`` the kwargs
+    do not set). Setting ``module`` sets ``name`` to ``module``; a different explicit
+    ``name`` than the default ``sine`` is refused.
     """
 
     name: str = "sine"
@@ -62,6 +85,14 @@ class DataConfig:
     x_max: float = 1.0
     val_size: int = 0
     eval_batch_size: int = 4096
+    path: str = ""
+    target: Any = ""
+    task: str = "auto"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    standardize: bool = True
+    module: str = ""
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -362,6 +393,8 @@ def validate(cfg: DictConfig) -> None:
     """Check values that types alone cannot (choices, lengths, ranges)."""
     m, d, s = cfg.model, cfg.data, cfg.schedule
     _choice(m.variant, VARIANTS, "model.variant")
+    if d.module and d.name == DataConfig.name:
+        d.name = "module"  # the default name counts as unset: data.module alone selects it
     _choice(d.name, DATASETS, "data.name")
     _choice(cfg.logger.kind, LOGGERS, "logger.kind")
     _choice(cfg.logger.wandb_mode, WANDB_MODES, "logger.wandb_mode")
@@ -394,6 +427,43 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.x_min must be < data.x_max, got {d.x_min} and {d.x_max}")
     if d.noise < 0 or d.val_size < 0:
         raise ConfigError("data.noise and data.val_size must be >= 0")
+    # data: refuse keys the chosen data set would silently ignore
+    _choice(d.task, DATA_TASKS, "data.task")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0 <= d[key] < 1:
+            raise ConfigError(f"data.{key} must be in [0, 1), got {d[key]}")
+    if not d.val_fraction + d.test_fraction < 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction must be < 1 (the rest trains), "
+                          f"got {d.val_fraction} + {d.test_fraction}")
+    if d.module and d.name != "module":
+        raise ConfigError(f"data.module='{d.module}' conflicts with data.name='{d.name}': drop data.name "
+                          f"(or set data.name=module) to use your DataModule, or drop data.module")
+    if d.name == "module":
+        if not d.module:
+            raise ConfigError("data.name=module needs data.module=package.module:ClassName")
+        mod, _, cls = d.module.partition(":")
+        if not mod or not cls or ":" in cls or not all(p.isidentifier() for p in mod.split(".") + cls.split(".")):
+            raise ConfigError(f"data.module='{d.module}' must have the form package.module:ClassName")
+    elif len(d.kwargs):
+        raise ConfigError("data.kwargs are passed to data.module's class only; set data.module=package.module:ClassName or drop data.kwargs")
+    if d.root and d.name != "mnist":
+        hint = "give the file as data.path" if d.name in FILE_DATASETS else f"data.name={d.name} reads no files"
+        raise ConfigError(f"data.root is read for data.name=mnist only, not '{d.name}'; drop it ({hint})")
+    if d.name in FILE_DATASETS:
+        if not d.path:
+            raise ConfigError(f"data.name={d.name} needs data.path=<your .{d.name} file>")
+    elif d.path:
+        raise ConfigError(f"data.path is read for data.name=csv or npz only, not '{d.name}'; drop it or set data.name")
+    targets = list(d.target) if OmegaConf.is_list(d.target) else [d.target]
+    if any(isinstance(t, bool) or not isinstance(t, (str, int)) for t in targets) or (len(targets) > 1 and "" in targets) or not targets:
+        raise ConfigError(f"data.target must be a column name, a 0-based index or a list of them, got {d.target!r}")
+    if targets != [""] and d.name != "csv":
+        raise ConfigError(f"data.target selects a CSV column; data.name='{d.name}' does not read it (npz files hold y arrays): drop it")
+    if d.name not in FILE_DATASETS:
+        defaults = DataConfig()
+        for key in ("task", "val_fraction", "test_fraction", "standardize"):
+            if d[key] != getattr(defaults, key):
+                raise ConfigError(f"data.{key} applies to data.name=csv or npz only, not '{d.name}'; drop it")
     _choice(cfg.trainer.progress_bar, ("tqdm", "rich"), "trainer.progress_bar")
     gs = cfg.group_sparsity
     if any(not v >= 0 for v in gs.lambdas) or not 0 <= gs.alpha <= 1:

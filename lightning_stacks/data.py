@@ -1,25 +1,39 @@
-"""Data: the synthetic composite sine (the embedded default), MNIST from IDX files, and
-scikit-learn's bundled 8x8 digits (a tiny real image set for fast tests).
+"""Data: the synthetic composite sine (the embedded default), MNIST from IDX files,
+scikit-learn's bundled 8x8 digits (a tiny real image set for fast tests), your own CSV or NPZ
+file, or your own LightningDataModule.
 
 All data sets live in memory as tensors; batches are sliced by index tensors (no per-sample
 collate), which keeps the Lightning loop within a few percent of a plain PyTorch loop. The train
 loader's batch size follows the :class:`~lightning_stacks.schedule.Schedule`, and the Trainer
 reloads it every epoch. Under DDP the loader shards itself by rank, with the same number of
 batches on every rank.
+
+Every DataModule built here exposes, after ``setup()``, the attributes ``task``
+(``classification`` or ``regression``), ``input_dim`` and ``output_dim`` (the number of classes
+for classification) and an ``info()`` dict of JSON-able facts (classes, feature names,
+standardization, split sizes) that a checkpoint can carry. :func:`describe_data` gives the same
+dict for any LightningDataModule. Batches are ``(x, y)`` with x (B, d_0) float32 and y (B,)
+int64 class indices or (B, k) float32 regression targets.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
+import importlib
+import inspect
 import math
 import os
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
+from .config import DATASETS, ConfigError
 from .schedule import Schedule
 
 DATA_ENV = "LIGHTNING_STACKS_DATA"
@@ -35,8 +49,11 @@ MNIST_MIRRORS = (
 )
 
 
+TASKS = ("classification", "regression")
+
+
 class DataError(RuntimeError):
-    """Data cannot be found, read or downloaded; the message says where we looked."""
+    """Data cannot be found, read, downloaded or understood; the message says where and why."""
 
 
 # --------------------------------------------------------------------------- loaders
@@ -78,17 +95,37 @@ class TensorBatchLoader:
             yield self.x[sel], self.y[sel]
 
 
+def _check_tensors(tensors: dict, task: str | None, input_dim: int | None, output_dim: int | None, owner: str) -> None:
+    """Refuse splits whose shapes or dtypes the network and the loss code would misread."""
+    if task not in TASKS:
+        raise DataError(f"{owner}: task must be one of {', '.join(TASKS)}, got {task!r}")
+    for name in ("train", "val", "test"):
+        if name not in tensors:
+            raise DataError(f"{owner}: no '{name}' split")
+        x, y = tensors[name]
+        if x.dim() != 2 or x.dtype != torch.float32 or x.shape[1] != input_dim:
+            raise DataError(f"{owner}: {name} x must be float32 of shape (N, {input_dim}), got {x.dtype} {tuple(x.shape)}")
+        want = (x.shape[0],) if task == "classification" else (x.shape[0], output_dim)
+        dtype = torch.int64 if task == "classification" else torch.float32
+        if tuple(y.shape) != want or y.dtype != dtype:
+            raise DataError(f"{owner}: {name} y must be {dtype} of shape {want} for {task}, got {y.dtype} {tuple(y.shape)}")
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Holds train/val/test tensors; subclasses fill them in :meth:`load`.
 
     Attributes:
         task: ``regression`` or ``classification``.
-        input_dim, output_dim: network input and output widths.
+        input_dim, output_dim: network input and output widths (output_dim = number of classes
+            for classification). Built-in data sets know them before ``setup()`` (class
+            attributes); file data sets set them in ``setup()``.
+        classes: label names (classification), or None.
     """
 
-    task: str = "regression"
-    input_dim: int = 1
-    output_dim: int = 1
+    task: str | None = "regression"
+    input_dim: int | None = 1
+    output_dim: int | None = 1
+    classes: list[str] | None = None
 
     def __init__(self, cfg, schedule: Schedule | None = None, seed: int = 0):
         super().__init__()
@@ -102,12 +139,36 @@ class TensorDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if not self.tensors:
-            self.tensors = self.load()
+            tensors = self.load()
+            # Instance attributes, so that every DataModule answers the same way after setup().
+            self.task, self.input_dim, self.output_dim = self.task, self.input_dim, self.output_dim
+            self.classes = self.classes
+            _check_tensors(tensors, self.task, self.input_dim, self.output_dim, type(self).__name__)
+            self.tensors = tensors
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``train``/``val``/``test`` tensors (x (N, d_0), y (N,) or (N, d_J))."""
+        """``train``/``val``/``test`` tensors (x (N, d_0) float32, y (N,) int64 or (N, d_J) float32)."""
         self.setup()
         return self.tensors[name]
+
+    def info(self) -> dict[str, Any]:
+        """JSON-able facts about the data (loads it if needed).
+
+        Returns:
+            ``task``, ``input_dim``, ``output_dim``, ``n_train``/``n_val``/``n_test``,
+            ``dataset`` (the config's name), and where known ``classes`` (label names as
+            strings), ``feature_names``, ``target``, ``x_mean``/``x_std`` (the standardization
+            applied to inputs), ``source`` (the file read) and ``fallback`` (a split that reuses
+            another, e.g. ``{"val": "test"}``).
+        """
+        self.setup()
+        out: dict[str, Any] = {"task": self.task, "input_dim": int(self.input_dim), "output_dim": int(self.output_dim),
+                               "dataset": str(self.cfg.name)}
+        if self.classes is not None:
+            out["classes"] = [str(c) for c in self.classes]
+        for name in ("train", "val", "test"):
+            out[f"n_{name}"] = int(self.tensors[name][0].shape[0])
+        return out
 
     def current_batch_size(self) -> int:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
@@ -231,6 +292,7 @@ class MNISTDataModule(TensorDataModule):
     task = "classification"
     input_dim = 784
     output_dim = 10
+    classes = [str(i) for i in range(10)]
 
     def load(self):
         root = default_data_root(self.cfg.root)
@@ -275,6 +337,7 @@ class DigitsDataModule(TensorDataModule):
     task = "classification"
     input_dim = 64
     output_dim = 10
+    classes = [str(i) for i in range(10)]
 
     def load(self):
         from sklearn.datasets import load_digits
@@ -289,11 +352,560 @@ class DigitsDataModule(TensorDataModule):
         return {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": (x[te], y[te])}
 
 
-DATAMODULES = {"sine": SineDataModule, "mnist": MNISTDataModule, "digits": DigitsDataModule}
+# --------------------------------------------------------------------------- your files
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Seeded random train/val/test row indices; a positive fraction gets at least one row.
+
+    Returns:
+        ``train``/``val``/``test`` index arrays (val or test may be empty).
+    """
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 else 0
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 else 0
+    if n - n_test - n_val < 1:
+        raise DataError(f"{n} rows leave none to train on after val_fraction={val_fraction} and test_fraction={test_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return {"test": perm[:n_test], "val": perm[n_test : n_test + n_val], "train": perm[n_test + n_val :]}
 
 
-def build_datamodule(data_cfg, schedule: Schedule | None = None, seed: int = 0) -> TensorDataModule:
-    """The DataModule named by ``data_cfg.name``."""
-    if data_cfg.name not in DATAMODULES:
-        raise ValueError(f"data.name='{data_cfg.name}' is not one of: {', '.join(DATAMODULES)}")
-    return DATAMODULES[data_cfg.name](data_cfg, schedule=schedule, seed=seed)
+def _fill_missing_splits(splits: dict) -> dict[str, str]:
+    """An empty val split reuses test, an empty test reuses val, both empty reuse train.
+
+    Returns:
+        Which split stands in for which (e.g. ``{"val": "test"}``); ``splits`` is filled in place.
+    """
+    have = {k for k in ("val", "test") if k in splits and len(splits[k][0]) > 0}
+    fallback = {}
+    for name, other in (("val", "test"), ("test", "val")):
+        if name not in have:
+            fallback[name] = other if other in have else "train"
+            splits[name] = splits[fallback[name]]
+    return fallback
+
+
+def _labels_to_classes(y: np.ndarray, where: str) -> np.ndarray:
+    """Integer-valued labels -> int64 class indices; refuse fractions and negatives."""
+    bad = np.flatnonzero(y != np.round(y))
+    if bad.size:
+        raise DataError(f"{where}: classification needs integer labels, row {bad[0]} holds {y[bad[0]]:g}; "
+                        f"use data.task=regression")
+    if y.min() < 0:
+        row = int(np.argmin(y))
+        raise DataError(f"{where}: class labels must be >= 0, row {row} holds {y[row]:g}; "
+                        f"use data.task=regression")
+    return y.astype(np.int64)
+
+
+def _check_finite(a: np.ndarray, what: str) -> None:
+    """Refuse NaN/Inf, naming the first bad row and column (0-based) of ``a`` (N, ...)."""
+    flat = a.reshape(len(a), -1)
+    bad = np.argwhere(~np.isfinite(flat))
+    if bad.size:
+        r, c = (int(v) for v in bad[0])
+        raise DataError(f"{what}: row {r}, column '{c}' is {flat[r, c]} (NaN/Inf refused)")
+
+
+class FileDataModule(TensorDataModule):
+    """Your data from a file: subclasses :meth:`read` arrays; this class splits them (seeded by
+    the job's seed), standardizes inputs on the training split and converts to tensors.
+
+    ``task``, ``input_dim``, ``output_dim`` and ``classes`` are None until ``setup()``.
+    """
+
+    task = None
+    input_dim = None
+    output_dim = None
+
+    def __init__(self, cfg, schedule: Schedule | None = None, seed: int = 0):
+        super().__init__(cfg, schedule=schedule, seed=seed)
+        self.feature_names: list[str] | None = None
+        self.target: str | list[str] | None = None
+        self.x_mean: np.ndarray | None = None
+        self.x_std: np.ndarray | None = None
+        self.fallback: dict[str, str] = {}
+
+    def read(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+        """Arrays ``{"all": (x, y)}`` or ``{"train": ..., "val": ..., "test": ...}`` with x (N, d)
+        float64 and y (N,) int64 or (N, k) float64, and ``task``/``output_dim``/``classes``/...
+        as a dict."""
+        raise NotImplementedError
+
+    def path(self) -> Path:
+        path = Path(str(self.cfg.path)).expanduser()
+        if not path.is_file():
+            raise DataError(f"data.path={self.cfg.path} is not a file")
+        return path
+
+    def load(self):
+        arrays, meta = self.read()
+        if "all" in arrays:
+            x, y = arrays.pop("all")
+            idx = split_indices(len(x), self.cfg.val_fraction, self.cfg.test_fraction, self.seed)
+            arrays = {k: (x[i], y[i]) for k, i in idx.items()}
+        self.fallback = _fill_missing_splits(arrays)
+        x_train = arrays["train"][0]
+        if self.cfg.standardize:
+            self.x_mean = x_train.mean(0)
+            std = x_train.std(0)
+            self.x_std = np.where(std > 0, std, 1.0)  # a constant feature is left unscaled
+        self.task, self.output_dim = meta["task"], int(meta["output_dim"])
+        self.input_dim = int(x_train.shape[1])
+        self.classes = meta.get("classes")
+        self.feature_names = meta.get("feature_names")
+        self.target = meta.get("target")
+        out, done = {}, {}
+        for name, (x, y) in arrays.items():
+            if id(x) in done:  # a fallback split shares its tensors with the split it reuses
+                out[name] = done[id(x)]
+                continue
+            key = id(x)
+            if self.x_mean is not None:
+                x = (x - self.x_mean) / self.x_std
+            xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
+            if self.task == "classification":
+                yt = torch.as_tensor(np.ascontiguousarray(y), dtype=torch.int64)
+            else:
+                yt = torch.as_tensor(np.ascontiguousarray(y), dtype=torch.float32).reshape(len(y), -1)
+            out[name] = done[key] = (xt, yt)
+        return out
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["source"] = str(Path(str(self.cfg.path)).expanduser().resolve())
+        if self.feature_names is not None:
+            out["feature_names"] = list(self.feature_names)
+        if self.target is not None:
+            out["target"] = self.target
+        if self.x_mean is not None:
+            out["x_mean"] = [float(v) for v in self.x_mean]
+            out["x_std"] = [float(v) for v in self.x_std]
+        if self.fallback:
+            out["fallback"] = dict(self.fallback)
+        return out
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+class CSVDataModule(FileDataModule):
+    """A comma-separated file: numeric feature columns and one label column (``data.target``,
+    default the last), or several numeric target columns for a multi-output regression.
+
+    The first row is a header of column names unless every cell in it is a number. Labels that
+    are text make a classification with the sorted unique texts as classes; integer-valued
+    numbers make a classification with classes 0..max; other numbers a regression. ``data.task``
+    overrides that inference (``regression`` on integer labels, ``classification`` on text or
+    integer-valued numbers).
+    """
+
+    def _target_columns(self, names: list[str], where: str) -> list[int]:
+        raw = self.cfg.target
+        targets = list(raw) if OmegaConf.is_list(raw) or isinstance(raw, (list, tuple)) else [raw]
+        if targets in ([""], [None]):
+            return [len(names) - 1]
+        cols = []
+        for t in targets:
+            if str(t) in names:
+                cols.append(names.index(str(t)))
+                continue
+            try:
+                i = int(str(t))
+            except ValueError:
+                raise DataError(f"{where}: data.target='{t}' is not a column; columns: {', '.join(names)}") from None
+            if not -len(names) <= i < len(names):
+                raise DataError(f"{where}: data.target={t} is out of range for {len(names)} columns (0-based)")
+            cols.append(i % len(names))
+        if len(set(cols)) != len(cols):
+            raise DataError(f"{where}: data.target names a column twice: {targets}")
+        if len(cols) == len(names):
+            raise DataError(f"{where}: data.target takes every column; no feature column is left")
+        return cols
+
+    def read(self):
+        path = self.path()
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                rows = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(csv.reader(f)) if any(c.strip() for c in row)]
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            raise DataError(f"cannot read CSV file {path}: {err}") from None
+        if not rows:
+            raise DataError(f"CSV file {path} is empty")
+        width = len(rows[0][1])
+        if all(_is_number(c) for c in rows[0][1]):
+            names = [str(i) for i in range(width)]
+        else:
+            (_, names), rows = rows[0], rows[1:]
+            if "" in names:
+                raise DataError(f"{path}: header column {names.index('')} has no name")
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise DataError(f"{path}: header names columns {dup} more than once")
+        if not rows:
+            raise DataError(f"CSV file {path} has a header but no data rows")
+        for line, row in rows:
+            if len(row) != width:
+                raise DataError(f"{path}: line {line} has {len(row)} cells, the first row {width}")
+        lines = [line for line, _ in rows]
+        cells = np.array([row for _, row in rows], dtype=object)  # (N, width) of str
+        tcols = self._target_columns(names, str(path))
+        fcols = [i for i in range(width) if i not in tcols]
+        x = np.empty((len(rows), len(fcols)), dtype=np.float64)
+        for j, c in enumerate(fcols):
+            x[:, j] = self._numbers(cells[:, c], names[c], lines, path, "feature")
+        meta: dict[str, Any] = {"feature_names": [names[c] for c in fcols]}
+        task = self.cfg.task
+        if len(tcols) > 1:
+            if task == "classification":
+                raise DataError(f"{path}: classification takes one label column, data.target names {len(tcols)}")
+            y = np.stack([self._numbers(cells[:, c], names[c], lines, path, "target") for c in tcols], 1)
+            meta.update(task="regression", output_dim=len(tcols), target=[names[c] for c in tcols])
+            return {"all": (x, y)}, meta
+        col = cells[:, tcols[0]]
+        name = names[tcols[0]]
+        meta["target"] = name
+        where = f"{path}, label column '{name}'"
+        for i, cell in enumerate(col):
+            if cell == "":
+                raise DataError(f"{where}: line {lines[i]} is empty")
+        numeric = all(_is_number(c) for c in col)
+        if not numeric:
+            if task == "regression":
+                first = next(c for c in col if not _is_number(c))
+                raise DataError(f"{where}: data.task=regression needs numbers, found '{first}'")
+            classes = sorted(set(col.tolist()))
+            lookup = {c: i for i, c in enumerate(classes)}
+            y = np.array([lookup[c] for c in col], dtype=np.int64)
+            meta.update(task="classification", output_dim=len(classes), classes=classes)
+        else:
+            values = self._numbers(col, name, lines, path, "label")
+            integer = bool(np.all(values == np.round(values)))
+            if task == "regression" or (task == "auto" and not integer):
+                meta.update(task="regression", output_dim=1)
+                y = values[:, None]  # (N, 1)
+            else:
+                if not integer:
+                    i = int(np.flatnonzero(values != np.round(values))[0])
+                    raise DataError(f"{where}: data.task=classification needs integer or text labels, "
+                                    f"line {lines[i]} holds {col[i]}")
+                if values.min() < 0:
+                    i = int(np.argmin(values))
+                    raise DataError(f"{where}: class labels must be >= 0, line {lines[i]} holds {col[i]}; "
+                                    f"use data.task=regression or text labels")
+                y = values.astype(np.int64)
+                n_cls = int(y.max()) + 1
+                meta.update(task="classification", output_dim=n_cls, classes=[str(i) for i in range(n_cls)])
+        if meta["task"] == "classification" and meta["output_dim"] < 2:
+            raise DataError(f"{where}: classification needs at least 2 classes, found {meta['classes']}")
+        return {"all": (x, y)}, meta
+
+    @staticmethod
+    def _numbers(col: np.ndarray, name: str, lines: list[int], path: Path, what: str) -> np.ndarray:
+        """A column of cells -> float64, naming the first bad cell's line and column."""
+        try:
+            values = col.astype(np.float64)
+        except ValueError:
+            values = None
+        if values is None or not np.all(np.isfinite(values)):
+            for i, cell in enumerate(col):
+                if cell == "":
+                    raise DataError(f"{path}: line {lines[i]}, column '{name}' is empty ({what} cells must be numbers)")
+                if not _is_number(cell):
+                    raise DataError(f"{path}: line {lines[i]}, column '{name}' holds '{cell}', not a number "
+                                    f"({what} columns must be numeric)")
+                if not math.isfinite(float(cell)):
+                    raise DataError(f"{path}: line {lines[i]}, column '{name}' is {cell} (NaN/Inf refused)")
+        return values
+
+
+NPZ_SPLIT_KEYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+NPZ_KEYS = ("x", "y", *NPZ_SPLIT_KEYS, "feature_names", "classes")
+
+
+class NPZDataModule(FileDataModule):
+    """A NumPy ``.npz`` archive (``np.savez``): ``x`` (N, d) and ``y``, split by the fractions, or
+    pre-split ``x_train``/``y_train`` with optional ``x_val``/``y_val`` and ``x_test``/``y_test``.
+    Optional string arrays ``feature_names`` (d,) and ``classes`` name the columns and classes.
+
+    y of an integer (or bool) dtype, shape (N,), is a classification with classes 0..max; float
+    y of shape (N,) is a one-output regression, (N, k) a k-output one. ``data.task`` overrides
+    (``classification`` on integer-valued floats; ``regression`` on integers). Object arrays
+    (pickles) are refused.
+    """
+
+    def read(self):
+        path = self.path()
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except ValueError as err:
+            raise DataError(f"{path}: cannot load without pickle ({err}); save plain numeric arrays with np.savez") from None
+        except (OSError, EOFError) as err:
+            raise DataError(f"cannot read npz file {path}: {err}") from None
+        unknown = sorted(set(arrays) - set(NPZ_KEYS))
+        if unknown:
+            raise DataError(f"{path}: unknown arrays {unknown}; expected x, y or x_train, y_train "
+                            f"(x_val, y_val, x_test, y_test optional), and optionally feature_names, classes")
+        if "x" in arrays or "y" in arrays:
+            if any(k in arrays for k in NPZ_SPLIT_KEYS):
+                raise DataError(f"{path}: holds both x/y and pre-split arrays {sorted(set(arrays) & set(NPZ_SPLIT_KEYS))}; keep one layout")
+            parts = {"all": ("x", "y")}
+        else:
+            parts = {s: (f"x_{s}", f"y_{s}") for s in ("train", "val", "test") if f"x_{s}" in arrays or f"y_{s}" in arrays}
+            if "train" not in parts:
+                raise DataError(f"{path}: needs arrays x and y, or x_train and y_train; found {sorted(arrays)}")
+        raw = {}
+        for split, (kx, ky) in parts.items():
+            if kx not in arrays or ky not in arrays:
+                raise DataError(f"{path}: has '{kx if kx in arrays else ky}' but not '{ky if kx in arrays else kx}'")
+            x, y = arrays[kx], arrays[ky]
+            if x.ndim != 2:
+                raise DataError(f"{path}: {kx} must be 2-D (samples, features), got shape {x.shape}; reshape it to (N, -1)")
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+                raise DataError(f"{path}: {kx} must be numeric, got dtype {x.dtype}")
+            if len(x) != len(y):
+                raise DataError(f"{path}: {kx} has {len(x)} rows but {ky} has {len(y)}")
+            if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) or y.ndim not in (1, 2):
+                raise DataError(f"{path}: {ky} must be numeric of shape (N,) or (N, k), got {y.dtype} {y.shape}")
+            _check_finite(x.astype(np.float64), f"{path}: {kx}")
+            _check_finite(y.astype(np.float64), f"{path}: {ky}")
+            raw[split] = (x.astype(np.float64), y, ky)
+        widths = {s: v[0].shape[1] for s, v in raw.items()}
+        if len(set(widths.values())) > 1:
+            raise DataError(f"{path}: the splits have different feature counts {widths}")
+        ys = [y for _, y, _ in raw.values()]
+        integer = all(np.issubdtype(y.dtype, np.integer) or y.dtype == bool for y in ys)
+        task = self.cfg.task if self.cfg.task != "auto" else ("classification" if integer else "regression")
+        meta: dict[str, Any] = {"task": task}
+        out = {}
+        if task == "classification":
+            for split, (x, y, ky) in raw.items():
+                if y.ndim == 2 and y.shape[1] != 1:
+                    raise DataError(f"{path}: classification needs {ky} of shape (N,) (class indices), got {y.shape}; "
+                                    f"store a float array for a multi-output regression")
+                out[split] = (x, _labels_to_classes(y.reshape(-1).astype(np.float64), f"{path}: {ky}"))
+            n_cls = max(int(y.max()) for _, y in out.values() if len(y)) + 1
+            classes = [str(i) for i in range(n_cls)]
+            if "classes" in arrays:
+                names = [str(c) for c in arrays["classes"].reshape(-1)]
+                if len(names) < n_cls:
+                    raise DataError(f"{path}: 'classes' names {len(names)} classes but labels go up to {n_cls - 1}")
+                classes = names
+            if len(classes) < 2:
+                raise DataError(f"{path}: classification needs at least 2 classes, found {classes}")
+            meta.update(output_dim=len(classes), classes=classes)
+        else:
+            widths = {s: (y.shape[1] if y.ndim == 2 else 1) for s, (_, y, _) in raw.items()}
+            if len(set(widths.values())) > 1:
+                raise DataError(f"{path}: the splits' y have different output counts {widths}")
+            for split, (x, y, _) in raw.items():
+                out[split] = (x, y.astype(np.float64).reshape(len(y), -1))  # (N,) -> (N, 1)
+            meta["output_dim"] = next(iter(widths.values()))
+        if "feature_names" in arrays:
+            names = [str(c) for c in arrays["feature_names"].reshape(-1)]
+            d = next(iter(out.values()))[0].shape[1]
+            if len(names) != d:
+                raise DataError(f"{path}: 'feature_names' has {len(names)} names for {d} features")
+            meta["feature_names"] = names
+        return out, meta
+
+
+# --------------------------------------------------------------------------- your DataModule
+def load_datamodule_class(spec: str) -> type:
+    """Import ``package.module:ClassName`` and check it is a LightningDataModule class.
+
+    Raises:
+        ConfigError: ``spec`` is not of that form.
+        DataError: the module or class cannot be imported, or is not a LightningDataModule.
+    """
+    mod_name, _, cls_name = str(spec).partition(":")
+    if not mod_name or not cls_name or ":" in cls_name:
+        raise ConfigError(f"data.module='{spec}' must have the form package.module:ClassName")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise DataError(f"data.module='{spec}': cannot import module '{mod_name}' ({err}); is it on the "
+                        f"Python path? (a script's folder is, the working directory is not: set PYTHONPATH=.)") from None
+    obj: Any = module
+    for part in cls_name.split("."):
+        if not hasattr(obj, part):
+            found = sorted(n for n, v in vars(module).items() if inspect.isclass(v) and issubclass(v, pl.LightningDataModule))
+            raise DataError(f"data.module='{spec}': module '{mod_name}' has no '{cls_name}'"
+                            f" (its LightningDataModules: {', '.join(found) or 'none'})")
+        obj = getattr(obj, part)
+    if not (inspect.isclass(obj) and issubclass(obj, pl.LightningDataModule)):
+        raise DataError(f"data.module='{spec}' is not a pytorch_lightning.LightningDataModule subclass (got {obj!r})")
+    return obj
+
+
+def _instantiate(data_cfg, seed: int) -> pl.LightningDataModule:
+    cls = load_datamodule_class(data_cfg.module)
+    raw = data_cfg.kwargs
+    kwargs = dict(OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else raw or {})
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "seed" in params and "seed" not in kwargs:
+        kwargs["seed"] = seed
+    try:
+        return cls(**kwargs)
+    except Exception as err:  # noqa: BLE001 - any constructor failure is reported with its kwargs
+        raise DataError(f"data.module='{data_cfg.module}' failed to build with data.kwargs={kwargs}: "
+                        f"{type(err).__name__}: {err}") from err
+
+
+# --------------------------------------------------------------------------- any DataModule
+def unpack_batch(batch: Any, task: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` from a batch: a tuple/list ``(x, y, ...)`` or a dict with ``x`` and ``y``.
+
+    Args:
+        batch: one batch from a train/val/test dataloader.
+        task: when given, y is brought to the loss code's form: int64 (B,) for classification,
+            float32 (B, k) for regression (a (B,) target becomes (B, 1)); x becomes float32.
+
+    Raises:
+        DataError: an unsupported batch format, or x that is not (B, d).
+    """
+    if isinstance(batch, dict) and "x" in batch and "y" in batch:
+        x, y = batch["x"], batch["y"]
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        x, y = batch[0], batch[1]
+    else:
+        kind = f"dict with keys {sorted(batch)}" if isinstance(batch, dict) else type(batch).__name__
+        raise DataError(f"unsupported batch format ({kind}): expected a tuple/list (x, y, ...) or a dict with 'x' and 'y'")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise DataError(f"batch x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+    if x.dim() != 2:
+        raise DataError(f"batch x must be 2-D (batch, features), got shape {tuple(x.shape)}; "
+                        f"flatten it in the DataModule (x.reshape(len(x), -1))")
+    if task is None:
+        return x, y
+    if task == "classification":
+        if y.dim() == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.dim() != 1:
+            raise DataError(f"classification y must be class indices of shape (batch,), got {tuple(y.shape)}")
+        return x.float(), y.long()
+    if y.dim() == 1:
+        y = y[:, None]
+    if y.dim() != 2:
+        raise DataError(f"regression y must be (batch,) or (batch, k), got {tuple(y.shape)}")
+    return x.float(), y.float()
+
+
+def describe_data(dm: pl.LightningDataModule) -> dict[str, Any]:
+    """The :meth:`TensorDataModule.info` dict for any LightningDataModule, after ``dm.setup('fit')``.
+
+    Uses ``dm.info()`` if the module has one; else its attributes ``task``, ``input_dim``,
+    ``output_dim`` (or ``num_classes``), and ``classes``/``feature_names`` if present; whatever
+    is still unknown is inferred by one pass over ``dm.train_dataloader()``: input_dim from x
+    (B, d); an integer y means classification with max label + 1 classes, a float y regression
+    with y.shape[1] outputs (1 for a (B,) target).
+
+    Returns:
+        A JSON-able dict with at least ``task``, ``input_dim`` and ``output_dim``.
+
+    Raises:
+        DataError: an empty train loader, an unsupported batch format, or inconsistent facts.
+    """
+    owner = type(dm).__name__
+    if callable(getattr(dm, "info", None)):
+        out = dict(dm.info())
+        missing = {"task", "input_dim", "output_dim"} - set(out)
+        if missing:
+            raise DataError(f"{owner}.info() lacks {sorted(missing)}")
+    else:
+        out = {}
+        for key in ("task", "input_dim", "output_dim", "classes", "feature_names"):
+            if getattr(dm, key, None) is not None:
+                out[key] = getattr(dm, key)
+        if getattr(dm, "num_classes", None) is not None and out.get("task", "classification") == "classification":
+            out["task"] = "classification"
+            out.setdefault("output_dim", int(dm.num_classes))
+        if not {"task", "input_dim", "output_dim"} <= set(out):
+            out.update({k: v for k, v in _infer_from_batches(dm, out.get("task")).items() if k not in out})
+        out["source"] = f"{type(dm).__module__}:{type(dm).__qualname__}"
+        if "classes" in out:
+            out["classes"] = [str(c) for c in out["classes"]]
+        if "feature_names" in out:
+            out["feature_names"] = [str(c) for c in out["feature_names"]]
+    if out["task"] not in TASKS:
+        raise DataError(f"{owner}: task must be one of {', '.join(TASKS)}, got {out['task']!r}")
+    for key in ("input_dim", "output_dim"):
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, np.integer)) or out[key] < 1:
+            raise DataError(f"{owner}: {key} must be a positive integer, got {out[key]!r}")
+        out[key] = int(out[key])
+    return out
+
+
+def _infer_from_batches(dm: pl.LightningDataModule, task: str | None) -> dict[str, Any]:
+    owner = type(dm).__name__
+    n, d, y_max, y_min, k, y_int = 0, None, None, None, None, None
+    for batch in dm.train_dataloader():
+        x, y = unpack_batch(batch)
+        if d is not None and x.shape[1] != d:
+            raise DataError(f"{owner}: train batches have {d} and {x.shape[1]} features")
+        d = x.shape[1]
+        n += x.shape[0]
+        is_int = not (y.is_floating_point() or y.is_complex())
+        y_int = is_int if y_int is None else y_int and is_int
+        if y.numel():
+            y_max = y.max().item() if y_max is None else max(y_max, y.max().item())
+            y_min = y.min().item() if y_min is None else min(y_min, y.min().item())
+        k = 1 if y.dim() == 1 else int(np.prod(y.shape[1:]))
+    if d is None:
+        raise DataError(f"{owner}.train_dataloader() yields no batches; cannot infer the data's dimensions")
+    task = task or ("classification" if y_int else "regression")
+    out: dict[str, Any] = {"task": task, "input_dim": int(d), "n_train": n}
+    if task == "classification":
+        if not y_int:
+            raise DataError(f"{owner}: task is classification but train y is float; give integer class labels")
+        if y_min is not None and y_min < 0:
+            raise DataError(f"{owner}: class labels must be >= 0, found {y_min}")
+        out["output_dim"] = int(y_max) + 1
+    else:
+        out["output_dim"] = k
+    return out
+
+
+def transform_inputs(x: torch.Tensor, info: dict[str, Any]) -> torch.Tensor:
+    """Apply ``info``'s input standardization (if any) to raw inputs x (N, d_0), as training did."""
+    if "x_mean" not in info:
+        return x
+    mean = torch.as_tensor(info["x_mean"], dtype=x.dtype, device=x.device)
+    std = torch.as_tensor(info["x_std"], dtype=x.dtype, device=x.device)
+    return (x - mean) / std
+
+
+DATAMODULES = {"sine": SineDataModule, "mnist": MNISTDataModule, "digits": DigitsDataModule,
+               "csv": CSVDataModule, "npz": NPZDataModule}
+
+
+def build_datamodule(data_cfg, schedule: Schedule | None = None, seed: int = 0) -> pl.LightningDataModule:
+    """The DataModule that ``data_cfg`` describes.
+
+    Args:
+        data_cfg: the ``data`` section of the config.
+        schedule: the training schedule (the built-in and file DataModules follow its batch sizes).
+        seed: the job's seed (file splits; passed to your DataModule as ``seed`` if it takes one).
+
+    Returns:
+        A built-in :class:`TensorDataModule`, or an instance of ``data.module`` (with
+        ``data.kwargs``) when ``data.name`` is ``module``. Call ``setup()`` and then
+        :func:`describe_data` for its task and dimensions.
+
+    Raises:
+        ConfigError: an unknown ``data.name`` or a malformed ``data.module``.
+        DataError: ``data.module`` cannot be imported or built.
+    """
+    name = data_cfg.name
+    if getattr(data_cfg, "module", "") and name in ("module", "sine"):
+        return _instantiate(data_cfg, seed)
+    if name not in DATAMODULES:
+        extra = " (data.name=module needs data.module=package.module:ClassName)" if name == "module" else ""
+        raise ConfigError(f"data.name='{name}' is not one of: {', '.join(DATASETS)}{extra}")
+    return DATAMODULES[name](data_cfg, schedule=schedule, seed=seed)

@@ -96,3 +96,35 @@ def test_rounds_override_the_training_time_methods():
     bad = load_config(None, ["rounds=[{epochs: 2, layer_sparsity: {penalties: [-1.0]}}]"])
     with pytest.raises(ConfigError, match="layer_sparsity"):
         round_config(bad, 0)
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (["data.root=/data"], r"data.root is read for data.name=mnist only, not 'sine'; drop it"),
+    (["data.name=digits", "data.root=/data"], r"data.root is read for data.name=mnist only, not 'digits'; drop it \(data.name=digits reads no files\)"),
+    (["data.name=csv", "data.path=a.csv", "data.root=/data"], r"not 'csv'; drop it \(give the file as data.path\)"),
+    (["data.name=digits", "data.path=a.csv"], r"data.path is read for data.name=csv or npz only, not 'digits'"),
+    (["data.name=csv"], r"data.name=csv needs data.path=<your .csv file>"),
+    (["data.name=npz", "data.path=a.npz", "data.target=y"], r"data.target selects a CSV column; data.name='npz'"),
+    (["data.target=3"], r"data.target selects a CSV column; data.name='sine'"),
+    (["data.name=csv", "data.path=a.csv", "data.target=[a,'']"], "data.target must be a column name"),
+    (["data.kwargs={n: 3}"], r"data.kwargs are passed to data.module's class only; set data.module="),
+    (["data.name=csv", "data.path=a.csv", "data.val_fraction=1"], r"data.val_fraction must be in \[0, 1\), got 1"),
+    (["data.name=csv", "data.path=a.csv", "data.test_fraction=-0.1"], r"data.test_fraction must be in \[0, 1\)"),
+    (["data.name=csv", "data.path=a.csv", "data.val_fraction=0.5", "data.test_fraction=0.5"], r"val_fraction \+ data.test_fraction must be < 1"),
+    (["data.name=csv", "data.path=a.csv", "data.task=ranking"], r"data.task='ranking' is not one of: auto, classification, regression"),
+    (["data.task=regression"], r"data.task applies to data.name=csv or npz only, not 'sine'"),
+    (["data.name=digits", "data.standardize=false"], r"data.standardize applies to data.name=csv or npz only"),
+    (["data.name=mnist", "data.module=a.b:C"], r"data.module='a.b:C' conflicts with data.name='mnist'"),
+    (["data.name=module"], r"data.name=module needs data.module=package.module:ClassName"),
+    (["data.module=a.b"], r"data.module='a.b' must have the form package.module:ClassName"),
+])
+def test_data_keys_that_would_be_ignored_are_refused(overrides, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(None, overrides)
+
+
+def test_data_module_selects_its_name_and_keeps_kwargs():
+    cfg = load_config(None, ["data.module=my_pkg.data:MyData", "data.kwargs={n: 3, path: x.csv}"])
+    assert cfg.data.name == "module" and dict(cfg.data.kwargs) == {"n": 3, "path": "x.csv"}
+    cfg = load_config(None, ["data.name=csv", "data.path=a.csv", "data.target=[y1,2]", "data.task=regression"])
+    assert list(cfg.data.target) == ["y1", 2] and cfg.data.val_fraction == 0.15 and cfg.data.standardize
