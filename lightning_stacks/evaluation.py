@@ -1,9 +1,11 @@
-"""Metrics as the paper reports them, on whole tensors (no Trainer needed)."""
+"""Metrics as the paper reports them, on whole tensors or streamed batches (no Trainer needed)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .batches import Source, iter_pairs
 
 
 @torch.no_grad()
@@ -23,14 +25,47 @@ def metric_from_outputs(out: torch.Tensor, y: torch.Tensor, task: str) -> float:
     return ((out.double() - y.double()) ** 2).sum(1).mean().item()
 
 
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str) -> float:
-    """The task's metric of ``net`` on (x, y)."""
+@torch.no_grad()
+def evaluate_source(net: nn.Module, source: Source, task: str, batch_size: int = 8192) -> float:
+    """The task's metric of ``net`` over every (x, y) batch of ``source``.
+
+    Accuracy is correct / total; MSE is the per-sample squared error summed over outputs,
+    averaged over samples (as :func:`metric_from_outputs`). Sums stay on the net's device, so a
+    batch costs no host synchronisation; the one ``.item()`` is at the end.
+
+    Args:
+        net: any module mapping (B, d_0) -> (B, d_J); evaluated in eval mode, then restored.
+        source: an ``(x (N, d_0), y)`` tuple of tensors or an iterable of (x, y) batches
+            (see :mod:`lightning_stacks.batches`).
+        task: ``classification`` (y (N,) class indices) or ``regression`` (y (N, d_J)).
+        batch_size: rows per forward pass.
+
+    Returns:
+        The metric as a float (nan when the source holds no rows).
+    """
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    p = next(net.parameters())
+    total_err = torch.zeros((), dtype=torch.float64, device=p.device)  # correct count or squared error
+    rows = 0
     was_training = net.training
     net.eval()
     try:
-        return metric_from_outputs(predict(net, x), y, task)
+        for x, y in iter_pairs(source, batch_size, p.device, width=getattr(net, "input_dim", None)):
+            out = net(x)  # (B, d_J)
+            if task == "classification":
+                total_err += (out.argmax(1) == y).sum()
+            else:
+                total_err += ((out.double() - y.double()) ** 2).sum(1).sum()  # per sample first, as metric_from_outputs
+            rows += x.shape[0]
     finally:
         net.train(was_training)
+    return (total_err / rows).item() if rows else float("nan")
+
+
+def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str) -> float:
+    """The task's metric of ``net`` on the tensors (x (N, d_0), y); see :func:`evaluate_source`."""
+    return evaluate_source(net, (x, y), task)
 
 
 def metric_drop(task: str, baseline: float, metric: float) -> float:

@@ -1,8 +1,9 @@
 """The Reduction Algorithm on a whole :class:`DeepStackNetwork` (SPEC section 2).
 
-Order (as in the paper's tables): step 1 on every stack in order (each stack's inputs are
-recomputed through the already-reduced earlier stacks, which step 1 leaves unchanged on the
-checked inputs), then step 2 on every stack, then step 3 on every stack. Each step yields a
+Order (as in the paper's tables): step 1 on every stack in order (each stack's inputs are the
+earlier stacks' outputs, which step 1 leaves unchanged on the checked inputs, so one pass
+through the unreduced network finds every stack's neurons), then step 2 on every stack, then
+step 3 on every stack. Each step yields a
 :class:`StepRecord`; together they form a :class:`ReductionReport` (printed like table 1/2 and
 saved as JSON).
 
@@ -11,20 +12,27 @@ them by binary search so that the metric on a reference set drops by at most ``m
 (accuracy points for classification, relative MSE increase for regression). The budget is a
 cumulative ramp over the 2J lossy stages: the weak steps of stacks 1..J share ``weak_share`` of
 it, the clustering steps the rest (clustering removes far more neurons per unit of budget).
+
+The checked inputs may be a tensor or a streamed source (a DataLoader, a list of batches; see
+:mod:`lightning_stacks.batches`): step 1 and the per-step output change then take one pass over
+the batches, a chunk at a time on the network's device, so their memory does not grow with N.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..batches import Source, is_streamed, iter_inputs, iter_pairs, reservoir_sample
 from ..evaluation import metric_drop, metric_from_outputs
 from ..model import DeepStackNetwork
 from .core import (
+    SCAN_BLOCK_BYTES,
     StackWeights,
     bottleneck_basis,
     cluster_stack,
@@ -238,30 +246,88 @@ def scan_stack(st: StackWeights, Z: torch.Tensor, need_output: bool = True) -> t
 
 
 # --------------------------------------------------------------------------- steps, network-wide
-def outside_masks(stacks: list[StackWeights], x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def scan_chunk(stacks: list[StackWeights]) -> int:
+    """Rows per block of a network-wide scan: keeps the widest stack's (B, n) pre-activations
+    under ``SCAN_BLOCK_BYTES``."""
+    width = max([st.n for st in stacks] + [1])
+    return max(1, SCAN_BLOCK_BYTES // (width * stacks[0].V.element_size()))
+
+
+def network_ranges(stacks: list[StackWeights], x: Source, chunk: int | None = None) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Every stack's pre-activation min/max over the checked inputs, in one pass through ``stacks``.
+
+    Stack j's inputs are stack j-1's outputs on the same block, so each block of x travels the
+    whole network once and only one block's activations are alive at a time.
+
+    Args:
+        stacks: the network, unchanged here.
+        x: the checked inputs: a tensor (N, d_0) on any device, or a streamed source of x batches.
+        chunk: rows per block (default :func:`scan_chunk`); each block is moved to the stacks' device.
+
+    Returns:
+        ([(hmin (n_j,), hmax (n_j,)) per stack], number of rows seen). With no rows: (+inf, -inf).
+    """
+    ref = stacks[0].V
+    ranges = [(torch.full((st.n,), math.inf, dtype=ref.dtype, device=ref.device),
+               torch.full((st.n,), -math.inf, dtype=ref.dtype, device=ref.device)) for st in stacks]
+    rows = 0
+    for z in iter_inputs(x, chunk or scan_chunk(stacks), ref.device, ref.dtype, width=stacks[0].d_in):
+        rows += z.shape[0]
+        for j, st in enumerate(stacks):
+            hmin, hmax, z = scan_stack(st, z, need_output=j < len(stacks) - 1)
+            ranges[j] = (torch.minimum(ranges[j][0], hmin), torch.maximum(ranges[j][1], hmax))
+    return ranges, rows
+
+
+def outside_masks(stacks: list[StackWeights], x: Source) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Step 1's (dead, always-active) masks per stack on the checked inputs x (no reduction)."""
-    out, z = [], x
-    for st in stacks:
-        hmin, hmax, z = scan_stack(st, z)
-        out.append(find_outside_neurons(hmin, hmax))
-    return out
+    return [find_outside_neurons(hmin, hmax) for hmin, hmax in network_ranges(stacks, x)[0]]
 
 
-def step_outside(stacks: list[StackWeights], x: torch.Tensor) -> tuple[list[StackWeights], list[dict]]:
-    """Step 1 on every stack in order, checking the inputs x (N, d_0)."""
-    out, details, z = [], [], x
-    for j, st in enumerate(stacks):
-        last = j == len(stacks) - 1
-        hmin, hmax, z_next = scan_stack(st, z, need_output=not last)
+def step_outside(stacks: list[StackWeights], x: Source, chunk: int | None = None) -> tuple[list[StackWeights], list[dict]]:
+    """Step 1 on every stack, checking the inputs x: a tensor (N, d_0) or a streamed source
+    (one pass, see :func:`network_ranges`)."""
+    ranges, rows = network_ranges(stacks, x, chunk)
+    out, details = [], []
+    for j, (st, (hmin, hmax)) in enumerate(zip(stacks, ranges, strict=True)):
         dead, active = find_outside_neurons(hmin, hmax)
-        if z.shape[0] == 0:  # nothing checked: decide nothing
+        if rows == 0:  # nothing checked: decide nothing
             dead = active = torch.zeros_like(dead)
         red = fold_always_active(st, active)
         red = red.keep(~dead[~active])
         details.append({"stack": j + 1, "dead": int(dead.sum()), "always_active": int(active.sum()), "before": st.n, "after": red.n})
         out.append(red)
-        z = z_next
     return out, details
+
+
+def max_output_change(original: list[StackWeights], current: list[StackWeights], x: Source,
+                      cache: list[torch.Tensor] | None = None, chunk: int = 16384) -> float:
+    """max |current(x) - original(x)| over the checked inputs, one block at a time.
+
+    Args:
+        original, current: two networks with the same d_0 and d_J.
+        x: the checked inputs, a tensor (N, d_0) or a streamed source.
+        cache: a list kept by the caller between calls on the same x: the first call fills it
+            with original's outputs per block, later calls reuse them (memory (N, d_J); pass
+            None for a streamed source, whose original outputs are recomputed per batch).
+        chunk: rows per block.
+    """
+    if current is original:
+        return 0.0
+    ref = original[0].V
+    worst = torch.zeros((), dtype=ref.dtype, device=ref.device)
+    fill = cache is not None and not cache
+    for i, z in enumerate(iter_inputs(x, chunk, ref.device, ref.dtype, width=original[0].d_in)):
+        if cache is not None and not fill:
+            before = cache[i]
+        else:
+            before = run_stacks(original, z, chunk=chunk)  # (B, d_J)
+            if fill:
+                cache.append(before)
+        after = run_stacks(current, z, chunk=chunk)
+        if after.numel():
+            worst = torch.maximum(worst, (after - before).abs().max())  # on the device: no sync per block
+    return float(worst)
 
 
 Fit = tuple[torch.Tensor, list[torch.Tensor]]  # (checked inputs x, original stack outputs on x)
@@ -491,12 +557,20 @@ def polish_stacks(stacks: list[StackWeights], x_ref, budget: _Budget, seed: int,
 
 
 # --------------------------------------------------------------------------- driver
+def _all_nonnegative(x: Source, device: torch.device, width: int) -> bool:
+    """Whether every checked input is >= 0 (one pass; the flag stays on the device until the end)."""
+    ok = torch.ones((), dtype=torch.bool, device=device)
+    for z in iter_inputs(x, 1 << 16, device, width=width):
+        ok &= (z >= 0).all()
+    return bool(ok)
+
+
 Evaluator = Callable[[DeepStackNetwork], dict[str, float]]
 
 
 def reduce_network(
     net: DeepStackNetwork,
-    x_check: torch.Tensor,
+    x_check: Source,
     settings: ReduceSettings,
     task: str = "classification",
     y_ref: torch.Tensor | None = None,
@@ -506,48 +580,96 @@ def reduce_network(
 ) -> tuple[DeepStackNetwork, ReductionReport]:
     """Reduce ``net`` (not modified) and return the reduced copy and the report.
 
+    The reduction runs on the network's device and the reduced network is returned there. The
+    caller's data stay where they are: blocks of them are copied to that device as needed.
+
     Args:
         net: the trained network (any device; the reduction runs there).
-        x_check: step-1 inputs (N, d_0), normally all training inputs.
+        x_check: step-1 inputs, normally all training inputs: a tensor (N, d_0), or a streamed
+            source (a DataLoader or any re-iterable of batches x or (x, y, ...); see
+            :mod:`lightning_stacks.batches`). Streamed, step 1 and the per-step output change
+            make passes over the batches in bounded memory. The steps that need the inputs in
+            memory (``refit``'s fit set, ``bottleneck_tol``'s SVD, automatic mode's default
+            reference set) use ``reservoir_sample(x_check, settings.sample, settings.seed)``
+            when ``settings.sample > 0`` (then step 1 checks that sample too, as for a tensor),
+            else all batches gathered on the device: set ``sample`` to bound their memory. A
+            tensor's sample is a ``randperm`` subset instead, so for ``sample > 0`` a tensor and
+            its streamed copy check different subsets.
         settings: manual or automatic settings.
         task: ``classification`` or ``regression`` (for automatic mode's metric).
-        x_ref, y_ref: reference set for automatic mode (default: x_check with y_ref).
+        x_ref, y_ref: reference set for automatic mode (default: the in-memory checked inputs
+            with y_ref; for a streamed x_check whose batches carry labels, y_ref defaults to them).
         evaluate: optional ``net -> {"train": m, "test": m}`` called after every step (its time
             is reported separately and excluded from ``reduce_seconds``).
         log: optional callback called with each finished :class:`StepRecord`.
     """
     widths = net.widths
     settings.validate(widths)
-    if x_check.dim() != 2 or x_check.shape[1] != net.input_dim:
-        raise ReductionError(f"inputs must have shape (N, {net.input_dim}) for this network, got {tuple(x_check.shape)}")
+    streamed = is_streamed(x_check)
+    if not streamed:
+        if isinstance(x_check, tuple):  # an (x, y) pair: the labels are not needed here
+            x_check = x_check[0]
+        if x_check.dim() != 2 or x_check.shape[1] != net.input_dim:
+            raise ReductionError(f"inputs must have shape (N, {net.input_dim}) for this network, got {tuple(x_check.shape)}")
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
     report = ReductionReport(task=task, settings=asdict(settings))
     stacks = stack_weights(net)
-    x_all = x_check.to(device, dtype)
-    x = x_all
-    if settings.sample and settings.sample < x_all.shape[0]:
+
+    # ``checked``: what step 1 and the output change run over. ``in_memory()``: the same inputs
+    # as one device tensor (plus labels if the batches carry them), built only for the steps
+    # that need it.
+    held: dict[str, torch.Tensor | None] = {}
+    if streamed and settings.sample:
+        xs, ys = reservoir_sample(x_check, settings.sample, settings.seed, width=net.input_dim)
+        held = {"x": xs.to(device, dtype), "y": ys}
+        checked: Source = held["x"]
+    elif settings.sample and settings.sample < x_check.shape[0]:
         g = torch.Generator().manual_seed(settings.seed)
-        x = x_all[torch.randperm(x_all.shape[0], generator=g)[: settings.sample].to(device)]
+        idx = torch.randperm(x_check.shape[0], generator=g)[: settings.sample]
+        checked = x_check[idx.to(x_check.device)].to(device, dtype)
+        held = {"x": checked, "y": None}
+    else:
+        checked = x_check
+
+    def in_memory() -> torch.Tensor:
+        if "x" not in held:
+            if streamed:
+                parts = list(iter_pairs(x_check, 2**62, device, dtype, width=net.input_dim, need_labels=False))
+                held["x"] = torch.cat([p[0] for p in parts]) if parts else torch.empty(0, net.input_dim, device=device, dtype=dtype)
+                labelled = bool(parts) and all(p[1] is not None for p in parts)
+                held["y"] = torch.cat([p[1] for p in parts]) if labelled else None
+            else:
+                held["x"], held["y"] = x_check.to(device, dtype), None
+        return held["x"]
+
     if settings.automatic:
+        if x_ref is None and not streamed and "x" in held:
+            x_ref = x_check.to(device, dtype)  # a tensor's default reference set is all of it, even when step 1 samples
+        elif x_ref is None:
+            x_ref = in_memory()
+            if y_ref is None and streamed:
+                y_ref = held["y"]
+        else:
+            x_ref = x_ref.to(device, dtype)
         if y_ref is None:
             raise ReductionError("automatic mode (max_drop) needs reference labels y_ref")
-        x_ref = x_all if x_ref is None else x_ref.to(device, dtype)
         if x_ref.shape[0] != y_ref.shape[0]:
-            raise ReductionError(f"reference inputs ({x_ref.shape[0]}) and labels ({y_ref.shape[0]}) differ in length")
+            hint = " (a streamed x_check with sample > 0 defaults x_ref to its sample: give x_ref too)" if streamed and settings.sample else ""
+            raise ReductionError(f"reference inputs ({x_ref.shape[0]}) and labels ({y_ref.shape[0]}) differ in length{hint}")
         y_ref = y_ref.to(device)
 
     t_eval = 0.0
-    out_ref = None
+    original = stacks
+    # original outputs per block are kept for inputs already in memory (as big as the inputs'
+    # outputs); a streamed source recomputes them per batch instead
+    out_ref: list[torch.Tensor] | None = None if streamed and checked is x_check else []
 
     def record(step: str, current: list[StackWeights], seconds: float, details: list[dict]) -> None:
-        nonlocal t_eval, out_ref
+        nonlocal t_eval
         t0 = time.perf_counter()
         rec = StepRecord(step=step, widths=[s.n for s in current], dims=[s.d_out for s in current],
                          params=count_parameters(current), seconds=seconds, details=details)
-        outs = run_stacks(current, x)
-        if out_ref is None:
-            out_ref = outs
-        rec.max_output_change = float((outs - out_ref).abs().max()) if outs.numel() else 0.0
+        rec.max_output_change = max_output_change(original, current, checked, out_ref)
         if evaluate is not None:
             rec.metrics = evaluate(build_network(current))
         t_eval += time.perf_counter() - t0
@@ -566,6 +688,7 @@ def reduce_network(
     fit: Fit | None = None
     if settings.refit:
         t0 = time.perf_counter()
+        x = in_memory()
         targets, z = [], x
         for st in stacks:  # the original network's stack outputs on the checked inputs
             z = run_stacks([st], z)
@@ -575,7 +698,7 @@ def reduce_network(
     if settings.merge_identity_layers:
         from ..methods.layer_sparsity import merge_identity_layers
 
-        nonneg = settings.domain[0] >= 0 if settings.domain is not None else bool((x >= 0).all())
+        nonneg = settings.domain[0] >= 0 if settings.domain is not None else _all_nonnegative(checked, device, net.input_dim)
         t0 = time.perf_counter()
         stacks, merged = merge_identity_layers(stacks, nonneg)
         t_red += (dt := time.perf_counter() - t0)
@@ -593,12 +716,12 @@ def reduce_network(
     if settings.outside:
         t0 = time.perf_counter()
         before = stacks
-        stacks, det = step_outside(stacks, x)
+        stacks, det = step_outside(stacks, checked)
         t_red += (dt := time.perf_counter() - t0)
         if settings.tighten:
             from ..methods.stable_units import certified_folds
 
-            masks = outside_masks(before, x)
+            masks = outside_masks(before, checked)
             tight = certified_folds([st.to(torch.float64) for st in before], [m[0] for m in masks], [m[1] for m in masks],
                                     *settings.domain, **milp)
             for d, t in zip(det, tight["stacks"], strict=True):
@@ -639,7 +762,7 @@ def reduce_network(
             record("cluster", stacks, dt, det)
     if settings.bottleneck_tol >= 0:
         t0 = time.perf_counter()
-        stacks, det = step_bottleneck(stacks, x, settings.bottleneck_tol)
+        stacks, det = step_bottleneck(stacks, in_memory(), settings.bottleneck_tol)
         t_red += (dt := time.perf_counter() - t0)
         record("bottleneck", stacks, dt, det)
     report.reduce_seconds = t_red
