@@ -5,12 +5,21 @@ from .config import Config, ConfigError, load_config
 from .model import DeepStackNetwork, Stack
 from .schedule import Schedule
 
-__all__ = ["Config", "ConfigError", "DeepStackNetwork", "Schedule", "Stack", "StackModule", "load_config"]
+__all__ = ["Config", "ConfigError", "DeepStackNetwork", "ReductionCallback", "Schedule", "Stack", "StackModule",
+           "load_config", "load_reduced_checkpoint", "reduce_network"]
+
+_LAZY = {  # these pull in Lightning / scikit-learn: imported only when asked for
+    "StackModule": ("module", "StackModule"),
+    "ReductionCallback": ("callbacks", "ReductionCallback"),
+    "load_reduced_checkpoint": ("callbacks", "load_reduced_checkpoint"),
+    "reduce_network": ("reduction.pipeline", "reduce_network"),
+}
 
 
-def __getattr__(name):  # StackModule pulls in Lightning: import it only when asked for
-    if name == "StackModule":
-        from .module import StackModule
+def __getattr__(name):
+    if name in _LAZY:
+        from importlib import import_module
 
-        return StackModule
+        module, attr = _LAZY[name]
+        return getattr(import_module(f".{module}", __name__), attr)
     raise AttributeError(name)

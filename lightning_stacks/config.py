@@ -169,6 +169,8 @@ class ReduceConfig:
     ``baseline``: automatic mode measures the drop from the ``current`` network's metric, or from
     the ``first`` one in the reduction history (the full network, across retrain-reduce rounds).
     ``sample``: step 1 checks this many random training inputs (0 = all).
+    ``reference_size``: automatic mode measures the drop on a seeded random subsample of this many
+    points of the ``reference`` split (0 = all of it); bounds its memory on large data.
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
     ``after_training``: ``train.py`` reduces its final network and writes ``final_reduced.ckpt``.
@@ -198,6 +200,7 @@ class ReduceConfig:
     seed: int = 0
     kmeans_n_init: int = 3
     device: str = "auto"
+    reference_size: int = 0
     output: str = ""
     after_training: bool = False
     optimizer_state: str = "reset"
@@ -482,30 +485,53 @@ def validate(cfg: DictConfig) -> None:
     ds = cfg.distill
     if not 0 <= ds.weight <= 1 or not ds.temperature > 0:
         raise ConfigError(f"distill.weight must be in [0, 1] and distill.temperature > 0, got {ds.weight} and {ds.temperature}")
-    r = cfg.reduce
-    _choice(r.reference, ("train", "val", "test"), "reduce.reference")
-    _choice(r.baseline, ("current", "first"), "reduce.baseline")
-    _choice(r.optimizer_state, ("reset", "carry"), "reduce.optimizer_state")
+    validate_reduce(cfg.reduce)
+
+
+def validate_reduce(r: DictConfig, prefix: str = "reduce.") -> None:
+    """Check a ``ReduceConfig``'s values (``prefix`` names them in messages)."""
+    if r.reference_size < 0:
+        raise ConfigError(f"{prefix}reference_size must be >= 0 (0 = the whole reference split), got {r.reference_size}")
+    _choice(r.reference, ("train", "val", "test"), f"{prefix}reference")
+    _choice(r.baseline, ("current", "first"), f"{prefix}baseline")
+    _choice(r.optimizer_state, ("reset", "carry"), f"{prefix}optimizer_state")
     if r.domain and (len(r.domain) != 2 or not r.domain[0] <= r.domain[1]):
-        raise ConfigError(f"reduce.domain must be [lower, upper] with lower <= upper, got {list(r.domain)}")
+        raise ConfigError(f"{prefix}domain must be [lower, upper] with lower <= upper, got {list(r.domain)}")
     if r.tighten and not r.domain:
-        raise ConfigError("reduce.tighten needs reduce.domain=[lower, upper]")
+        raise ConfigError(f"{prefix}tighten needs {prefix}domain=[lower, upper]")
     if r.domain_milp_seconds <= 0 or r.domain_milp_units < 0:
-        raise ConfigError("reduce.domain_milp_seconds must be > 0 and reduce.domain_milp_units >= 0")
+        raise ConfigError(f"{prefix}domain_milp_seconds must be > 0 and {prefix}domain_milp_units >= 0")
     if r.max_drop != -1.0 and not 0 <= r.max_drop <= 1:
-        raise ConfigError(f"reduce.max_drop must be in [0, 1] (or -1 for manual mode), got {r.max_drop}")
+        raise ConfigError(f"{prefix}max_drop must be in [0, 1] (or -1 for manual mode), got {r.max_drop}")
     if any(not t >= 0 for t in r.tolerances):
-        raise ConfigError(f"reduce.tolerances must all be >= 0, got {list(r.tolerances)}")
+        raise ConfigError(f"{prefix}tolerances must all be >= 0, got {list(r.tolerances)}")
     if any(k < 0 for k in r.clusters):
-        raise ConfigError(f"reduce.clusters must all be >= 0 (0 = no clustering), got {list(r.clusters)}")
+        raise ConfigError(f"{prefix}clusters must all be >= 0 (0 = no clustering), got {list(r.clusters)}")
     if r.bottleneck_tol != -1.0 and not r.bottleneck_tol >= 0:
-        raise ConfigError(f"reduce.bottleneck_tol must be >= 0 (or -1 = off), got {r.bottleneck_tol}")
+        raise ConfigError(f"{prefix}bottleneck_tol must be >= 0 (or -1 = off), got {r.bottleneck_tol}")
     if not 0 <= r.weak_share <= 1:
-        raise ConfigError(f"reduce.weak_share must be in [0, 1], got {r.weak_share}")
+        raise ConfigError(f"{prefix}weak_share must be in [0, 1], got {r.weak_share}")
     if r.polish and r.max_drop < 0:
-        raise ConfigError("reduce.polish needs the automatic mode (reduce.max_drop >= 0): it spends the unused part of max_drop")
+        raise ConfigError(f"{prefix}polish needs the automatic mode ({prefix}max_drop >= 0): it spends the unused part of max_drop")
     if r.sample < 0 or r.kmeans_n_init < 1:
-        raise ConfigError("reduce.sample must be >= 0 and reduce.kmeans_n_init >= 1")
+        raise ConfigError(f"{prefix}sample must be >= 0 and {prefix}kmeans_n_init >= 1")
+
+
+def reduce_config(values: dict, source: str = "settings") -> DictConfig:
+    """A validated ``ReduceConfig`` from plain keyword values (the callback's settings)."""
+    schema = ReduceConfig()
+    cfg = OmegaConf.structured(schema)
+    try:
+        cfg = OmegaConf.merge(cfg, values)
+    except (ConfigKeyError, ConfigAttributeError) as err:
+        key = getattr(err, "full_key", None) or str(err)
+        valid = sorted(f.name for f in dataclasses.fields(schema))
+        raise ConfigError(f"unknown reduction setting '{key}' (from {source}); valid settings: {', '.join(valid)}") from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "?")
+        raise ConfigError(f"bad value for reduction setting '{key}' (from {source}): {str(err).splitlines()[0]}") from None
+    validate_reduce(cfg, prefix="")
+    return cfg
 
 
 def round_config(cfg: DictConfig, index: int) -> DictConfig:

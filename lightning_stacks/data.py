@@ -798,7 +798,7 @@ def unpack_batch(batch: Any, task: str | None = None) -> tuple[torch.Tensor, tor
 
 
 def describe_data(dm: pl.LightningDataModule) -> dict[str, Any]:
-    """The :meth:`TensorDataModule.info` dict for any LightningDataModule, after ``dm.setup('fit')``.
+    """The :meth:`TensorDataModule.info` dict for any LightningDataModule (set up here if needed).
 
     Uses ``dm.info()`` if the module has one; else its attributes ``task``, ``input_dim``,
     ``output_dim`` (or ``num_classes``), and ``classes``/``feature_names`` if present; whatever
@@ -813,6 +813,8 @@ def describe_data(dm: pl.LightningDataModule) -> dict[str, Any]:
         DataError: an empty train loader, an unsupported batch format, or inconsistent facts.
     """
     owner = type(dm).__name__
+    if isinstance(dm, TensorDataModule):
+        dm.setup("fit")  # loads once; later calls are no-ops
     if callable(getattr(dm, "info", None)):
         out = dict(dm.info())
         missing = {"task", "input_dim", "output_dim"} - set(out)
@@ -844,6 +846,7 @@ def describe_data(dm: pl.LightningDataModule) -> dict[str, Any]:
 
 def _infer_from_batches(dm: pl.LightningDataModule, task: str | None) -> dict[str, Any]:
     owner = type(dm).__name__
+    dm.setup("fit")  # Lightning calls it again in fit(); a DataModule's setup must allow that
     n, d, y_max, y_min, k, y_int = 0, None, None, None, None, None
     for batch in dm.train_dataloader():
         x, y = unpack_batch(batch)

@@ -20,14 +20,21 @@ from .callbacks import ReductionCallback, network_checksum
 from .checkpoint import load_module, read_checkpoint, save_module
 from .config import ConfigError, round_config, to_container
 from .data import build_datamodule
-from .evaluation import evaluate, metric_drop
+from .evaluation import evaluate_source, metric_drop
 from .module import StackModule
-from .reduction.job import full_network_metric, settings_from_config
+from .reduction.job import (
+    full_network_metric,
+    module_sources,
+    settings_from_config,
+    write_reduction_report,
+)
 from .reduction.pipeline import ReductionError
 from .training import (
     build_logger,
     build_trainer,
     final_metrics,
+    fit,
+    follow_schedule,
     initial_module,
     load_teacher,
     method_callbacks,
@@ -35,6 +42,7 @@ from .training import (
 )
 
 ROUND_RE = re.compile(r"round_(\d+)\.ckpt$")
+REPORT_NAME = "reduction_report.json"
 
 
 def finished_rounds(rounds_dir: Path) -> int:
@@ -58,14 +66,14 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
     if done >= len(cfg.rounds):
         raise ConfigError(f"{rounds_dir} already holds round {done}, but the config has only {len(cfg.rounds)} rounds")
     step_offset = 0
+    dm = build_datamodule(cfg.data, seed=cfg.seed)
     if done >= 0:
         path = rounds_dir / f"round_{done}.ckpt"
         module = load_module(path, to_container(cfg))
         step_offset = int(read_checkpoint(path).get("step_offset", 0))
         print(f"[rounds] resuming after round {done} from {path}: widths {module.net.widths}", flush=True)
     else:
-        module = initial_module(cfg)
-    dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
+        module = initial_module(cfg, dm)
     logger = with_step_offset(build_logger(cfg))
     trainer = None
     teacher_path = None
@@ -79,7 +87,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         if wanted is not None and wanted != teacher_path:  # loaded once, kept across rounds
             module.set_teacher(load_teacher(rcfg, full_network))
             teacher_path = wanted
-        dm.schedule = module.schedule
+        follow_schedule(dm, module)
         if logger:
             logger.step_offset = step_offset
         if spec.reduce:  # fail before training, not after it (e.g. K > the current width)
@@ -87,7 +95,8 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
                 settings_from_config(rcfg.reduce).validate(module.net.widths)
             except ReductionError as err:
                 raise ReductionError(f"rounds[{i}] (widths now {module.net.widths}): {err}") from None
-        callback = ReductionCallback(rcfg, i, dm, enabled=spec.reduce)
+        callback = ReductionCallback.from_config(rcfg.reduce, round_index=i, report_path=out / REPORT_NAME)
+        callback.enabled = bool(spec.reduce)
         round_dir = rounds_dir / f"round_{i}"
         extra = {} if spec.epochs > 0 else {"limit_train_batches": 0, "limit_val_batches": 0, "num_sanity_val_steps": 0}
         trainer = build_trainer(rcfg, callbacks=[*method_callbacks(rcfg), callback], logger=logger, ckpt_dir=round_dir, **extra)
@@ -97,7 +106,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
             print(f"[rounds] round {i}: {spec.epochs} epochs on widths {module.net.widths}"
                   f"{' (resuming ' + str(last) + ')' if resume else ''}"
                   f"{f', distilling (weight {rcfg.distill.weight})' if rcfg.distill.weight > 0 else ''}", flush=True)
-        trainer.fit(module, datamodule=dm, ckpt_path=resume)
+        fit(trainer, module, dm, resume)
         callback.run(trainer, module)  # no-op if on_train_end already reduced
         step_offset += trainer.global_step
         _write_checksum(rounds_dir, i, trainer, module)
@@ -114,6 +123,8 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
     if is_zero:
         save_module(module, final, extra={"round": len(cfg.rounds) - 1, "step_offset": step_offset})
     metrics = final_metrics(module, dm) if is_zero else {}
+    if is_zero and module.history:
+        write_reduction_report(out / REPORT_NAME, module.history)
     if logger and is_zero:
         logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step if trainer else 0)
         logger.finalize("success")
@@ -130,11 +141,10 @@ def _enforce_within(cfg: DictConfig, module: StackModule, i: int, within: float,
         return module
     ref = cfg.reduce.reference
     baseline = full_network_metric(module.history, ref, f"rounds[{i}].within")
-    x, y = dm.split(ref)
     rounds_dir = Path(cfg.out_dir) / "rounds"
 
     def drop(m: StackModule) -> float:
-        return metric_drop(m.task, baseline, evaluate(m.net, x, y, m.task))
+        return metric_drop(m.task, baseline, evaluate_source(m.net, module_sources(m, cfg, dm)[ref], m.task))
 
     decision = None
     if trainer.is_global_zero:

@@ -16,7 +16,6 @@ from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from . import names
 from .config import ConfigError, to_container
 from .data import build_datamodule
-from .evaluation import evaluate
 from .module import StackModule
 
 
@@ -116,6 +115,15 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
     )
 
 
+def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None = None) -> None:
+    """``trainer.fit`` that resumes with ``weights_only=True`` (Lightning >= 2.6 takes the
+    argument): a checkpoint is unpickled as tensors and plain data only."""
+    import inspect
+
+    extra = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **extra)
+
+
 def method_callbacks(cfg: DictConfig) -> list:
     """Training-time callbacks of the optional methods (group sparsity, layer sparsity, pruning)."""
     out = []
@@ -141,13 +149,26 @@ def method_callbacks(cfg: DictConfig) -> list:
     return out
 
 
-def initial_module(cfg: DictConfig) -> StackModule:
-    """The module a new job starts from: ``init_from``'s architecture and weights, or fresh."""
+def initial_module(cfg: DictConfig, dm=None) -> StackModule:
+    """The module a new job starts from: ``init_from``'s architecture and weights, or fresh, with
+    the input/output widths and task of the job's data (``dm``, built from ``cfg.data`` if None)."""
+    from .data import describe_data
+
     if cfg.init_from:
         from .checkpoint import load_module
 
         return load_module(cfg.init_from, to_container(cfg))
-    return StackModule(to_container(cfg))
+    dm = dm if dm is not None else build_datamodule(cfg.data, seed=cfg.seed)
+    return StackModule(to_container(cfg), data_info=describe_data(dm))
+
+
+def follow_schedule(dm, module: StackModule) -> None:
+    """The built-in DataModules take each epoch's batch size from the module's schedule (a user's
+    DataModule keeps its own batch size)."""
+    from .data import TensorDataModule
+
+    if isinstance(dm, TensorDataModule):
+        dm.schedule = module.schedule
 
 
 def load_teacher(cfg: DictConfig, default: str | Path | None = None):
@@ -166,12 +187,12 @@ def load_teacher(cfg: DictConfig, default: str | Path | None = None):
 
 def final_metrics(module: StackModule, dm) -> dict[str, float]:
     """Metrics on train/val/test computed outside the Trainer (same code as the reduction uses)."""
+    from .evaluation import evaluate_source
+    from .reduction.job import module_sources
+
     task = module.task
-    out = {}
-    for split in ("train", "val", "test"):
-        x, y = dm.split(split)
-        out[names.metric_name(split, task).replace("/", "_")] = evaluate(module.net, x, y, task)
-    return out
+    return {names.metric_name(split, task).replace("/", "_"): evaluate_source(module.net, source, task)
+            for split, source in module_sources(module, module.cfg, dm).items()}
 
 
 def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Trainer]:
@@ -179,18 +200,19 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.init_from and cfg.ckpt_path:
         raise ConfigError("give init_from (start a new fit from weights) or ckpt_path (resume a fit), not both")
-    module = initial_module(cfg)
+    dm = build_datamodule(cfg.data, seed=cfg.seed)
+    module = initial_module(cfg, dm)
     if cfg.distill.weight > 0:
         module.set_teacher(load_teacher(cfg))
-    dm = build_datamodule(cfg.data, schedule=module.schedule, seed=cfg.seed)
+    follow_schedule(dm, module)
     trainer = build_trainer(cfg, callbacks=method_callbacks(cfg))
     ckpt_path = cfg.ckpt_path or None
     if ckpt_path == "last":
         ckpt_path = str(Path(cfg.out_dir) / "checkpoints" / "last.ckpt")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path '{cfg.ckpt_path}' does not exist (looked for {ckpt_path})")
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    fit(trainer, module, dm, ckpt_path)
     final = Path(cfg.out_dir) / "final.ckpt"
-    trainer.save_checkpoint(str(final))
+    trainer.save_checkpoint(str(final), weights_only=False)
     metrics = final_metrics(module, dm) if trainer.is_global_zero else {}
     return module, metrics, trainer

@@ -95,7 +95,7 @@ def test_optimizer_after_reduction_holds_exactly_live_parameters(tmp_path):
                              "reduce.tolerances=[0.001,0.001,0.001]", "reduce.clusters=[6,6,3]"])
     module = StackModule(to_container(cfg))
     dm = build_datamodule(cfg.data, module.schedule)
-    cb = ReductionCallback(cfg, 0, dm)
+    cb = ReductionCallback.from_config(cfg.reduce, round_index=0, verbose=False, report_path=None)
     build_trainer(cfg, callbacks=[cb], logger=False).fit(module, datamodule=dm)
     assert cb.done and module.net.widths != [16, 16, 8] and len(module.history) == 1
 
@@ -193,7 +193,7 @@ def test_optimizer_state_after_reduction(tmp_path, mode):
             self.state = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in m.net.named_parameters()}
 
     before = Before()
-    cb = ReductionCallback(cfg, 0, dm)
+    cb = ReductionCallback.from_config(cfg.reduce, round_index=0, verbose=False, report_path=None)
     build_trainer(cfg, callbacks=[before, cb], logger=False).fit(module, datamodule=dm)
     kept = cb.report["kept_ids"]
 

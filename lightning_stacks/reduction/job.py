@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -11,7 +12,6 @@ from omegaconf import DictConfig
 from ..checkpoint import load_module, save_module
 from ..config import to_container
 from ..data import build_datamodule
-from ..evaluation import evaluate
 from ..module import StackModule
 from .pipeline import ReduceSettings, ReductionError, ReductionReport, StepRecord, reduce_network
 
@@ -56,34 +56,118 @@ def print_step(rec: StepRecord) -> None:
     print(f"[reduce] {rec.step:<8} neurons {widths:<16} {metrics} max|dout|={rec.max_output_change:.2e} ({rec.seconds:.2f}s)", flush=True)
 
 
+def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, reference: str = "train",
+                      reference_size: int = 0, device: torch.device | None = None, log=print_step) -> tuple:
+    """Reduce ``net`` on data given per split; the caller's network is not modified.
+
+    Args:
+        net: the trained network.
+        task: ``classification`` or ``regression``.
+        settings: manual or automatic settings.
+        sources: split name -> ``(x, y)`` tensors or a re-iterable of ``(x, y)`` batches (e.g. a
+            DataLoader, streamed: never gathered into one tensor unless a step needs it in
+            memory, see :func:`~.pipeline.reduce_network`). ``train`` is required: step 1 checks
+            its inputs. After every step the network is evaluated on ``train``, on ``test`` (or
+            ``val`` when there is no test split) and on ``reference``.
+        reference: the split automatic mode measures its drop on.
+        reference_size: automatic mode's reference set is a seeded subsample of this many
+            points (0 = the whole split; a streamed split is then gathered into memory once).
+        device: where to reduce (default: the network's device); the result is returned there.
+        log: called with each finished step (None = quiet).
+
+    Returns:
+        (reduced network, :class:`ReductionReport`).
+    """
+    import copy
+
+    from ..batches import is_streamed, reservoir_sample
+    from ..evaluation import evaluate_source
+
+    if task not in ("classification", "regression"):
+        raise ReductionError(f"task={task!r} is not one of: classification, regression")
+    if "train" not in sources:
+        raise ReductionError(f"the data has no 'train' split to reduce on (it has {sorted(sources)})")
+    if reference not in sources:
+        raise ReductionError(f"reduce.reference='{reference}' but the data has no '{reference}' split (it has {sorted(sources)})")
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    if next(net.parameters()).device != device:
+        net = copy.deepcopy(net).to(device)
+    train = sources["train"]
+    x_check = train if is_streamed(train) else train[0]
+    x_ref = y_ref = None
+    if settings.automatic:
+        ref = sources[reference]
+        if reference_size or is_streamed(ref):
+            x_ref, y_ref = reservoir_sample(ref, reference_size, settings.seed, width=net.input_dim)
+        else:
+            x_ref, y_ref = ref
+        if y_ref is None:
+            raise ReductionError(f"automatic mode needs labels, but the '{reference}' batches hold inputs only")
+    shown = ["train", "test" if "test" in sources else "val", reference]
+    evaluated = {name: sources[name] for name in dict.fromkeys(shown) if name in sources}
+
+    def evaluator(candidate):
+        return {name: evaluate_source(candidate, src, task) for name, src in evaluated.items()}
+
+    return reduce_network(net, x_check, settings, task=task, x_ref=x_ref, y_ref=y_ref, evaluate=evaluator, log=log)
+
+
+def module_sources(module: StackModule, cfg: DictConfig, dm=None) -> dict:
+    """The splits of a job's data for :func:`reduce_on_sources`: in-memory tensors for the
+    built-in and file data sets, unsharded dataloaders for a user's DataModule."""
+    dm = dm or build_datamodule(cfg.data, seed=cfg.seed)
+    dm.setup("fit")
+    if hasattr(dm, "split"):
+        return {name: dm.split(name) for name in ("train", "val", "test")}
+    from ..loaders import _datamodule_loader, unsharded
+
+    out = {}
+    for name in ("train", "val", "test"):
+        loader = _datamodule_loader(dm, name)
+        if loader is not None:
+            out[name] = unsharded(loader)
+    return out
+
+
 def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step) -> tuple[StackModule, ReductionReport]:
-    """Reduce a module's network on its training data; returns a new module and the report.
+    """Reduce a module's network on its job's data; returns a new module and the report.
 
     The new module carries the same config, the reduced architecture and the history extended
     by this report.
     """
-    dm = dm or build_datamodule(cfg.data, seed=cfg.seed)
-    splits = {"train": dm.split("train"), "test": dm.split("test")}
-    if cfg.reduce.reference == "val":
-        splits["val"] = dm.split("val")
-    x_train = splits["train"][0]
+    sources = module_sources(module, cfg, dm)
+    x = sources["train"][0] if isinstance(sources["train"], tuple) else None
     net = module.net
-    if x_train.dim() != 2 or x_train.shape[1] != net.input_dim:
-        raise ReductionError(f"data '{cfg.data.name}' has inputs of shape {tuple(x_train.shape[1:])}, the model expects ({net.input_dim},)")
-    device = resolve_device(cfg.reduce.device)
-    net = net.to(device)
-    x_ref, y_ref = splits[cfg.reduce.reference]
-
-    def evaluator(candidate):
-        return {name: evaluate(candidate, x, y, module.task) for name, (x, y) in splits.items()}
-
-    reduced, report = reduce_network(
-        net, x_train, settings_from_config(cfg.reduce, module.history), task=module.task, x_ref=x_ref, y_ref=y_ref,
-        evaluate=evaluator, log=log,
-    )
-    new = StackModule(to_container(cfg), architecture=reduced.architecture(), history=module.history + [report.to_dict()])
+    if x is not None and (x.dim() != 2 or x.shape[1] != net.input_dim):
+        raise ReductionError(f"data '{cfg.data.name}' has inputs of shape {tuple(x.shape[1:])}, the model expects ({net.input_dim},)")
+    r = cfg.reduce
+    reduced, report = reduce_on_sources(net, module.task, settings_from_config(r, module.history), sources, r.reference,
+                                        r.reference_size, resolve_device(r.device), log=log)
+    new = StackModule(to_container(cfg), architecture=reduced.architecture(), history=module.history + [report.to_dict()],
+                      data_info=module.data_info)
     new.net.load_state_dict(reduced.cpu().state_dict())
     return new, report
+
+
+def report_table(report: dict) -> str:
+    """The paper-style table of one report given as a dict (as saved in histories)."""
+    steps = [StepRecord(**s) for s in report["steps"]]
+    return ReductionReport(task=report["task"], steps=steps).table()
+
+
+def write_reduction_report(path, reports: list[dict]) -> None:
+    """``path`` (JSON: every reduction's report, and a summary) and the tables as text beside it."""
+    from ..checkpoint import atomic_write_text
+
+    path = Path(path)
+    first, last = reports[0]["steps"][0], reports[-1]["steps"][-1]
+    summary = {"reductions": len(reports), "neurons_before": sum(first["widths"]), "neurons_after": sum(last["widths"]),
+               "widths_before": first["widths"], "widths_after": last["widths"],
+               "params_before": first["params"], "params_after": last["params"],
+               "metrics_before": first["metrics"], "metrics_after": last["metrics"], "task": reports[-1]["task"]}
+    atomic_write_text(path, json.dumps({"summary": summary, "reports": reports}, indent=2))
+    tables = [f"reduction {i} (round {r.get('round', i)}):\n{report_table(r)}" for i, r in enumerate(reports)]
+    atomic_write_text(path.with_suffix(".txt"), "\n\n".join(tables) + "\n")
 
 
 def _reduce_and_save(module: StackModule, cfg: DictConfig, default_out: Path) -> tuple[StackModule, ReductionReport, Path]:
