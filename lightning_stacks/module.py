@@ -23,11 +23,39 @@ import torchmetrics
 
 from . import names
 from .config import from_container
-from .data import DATAMODULES
 from .model import DeepStackNetwork
 from .schedule import Schedule
 
 ARCH_KEY = "architecture"
+DATA_KEY = "data_info"
+TASKS = ("classification", "regression")
+
+
+class TrainingDiverged(ValueError):
+    """The training loss stopped being finite."""
+
+
+def check_targets(out: torch.Tensor, y: torch.Tensor, task: str) -> None:
+    """Refuse labels whose shape does not fit the outputs: (B,) class indices for classification,
+    (B, d_J) for regression (a (B,) target against (B, 1) outputs would broadcast to (B, B))."""
+    if task == "classification":
+        if y.dim() != 1 or y.shape[0] != out.shape[0] or torch.is_floating_point(y):
+            raise ValueError(f"classification labels must be integer class indices of shape ({out.shape[0]},), "
+                             f"got {y.dtype} of shape {tuple(y.shape)}")
+    elif y.shape != out.shape:
+        raise ValueError(f"regression targets must have the outputs' shape {tuple(out.shape)}, got {tuple(y.shape)}"
+                         + (" (reshape them to (N, 1))" if y.dim() == 1 and out.shape[1] == 1 else ""))
+
+
+def builtin_data_info(name: str) -> dict | None:
+    """Task and widths of a built-in data set (``sine``, ``mnist``, ``digits``), known without
+    loading it; None for data sets whose shapes come from the data (csv, npz, a user module)."""
+    from .data import DATAMODULES
+
+    cls = DATAMODULES.get(name)
+    if cls is None:
+        return None
+    return {"task": cls.task, "input_dim": cls.input_dim, "output_dim": cls.output_dim}
 
 
 class StackModule(pl.LightningModule):
@@ -37,30 +65,43 @@ class StackModule(pl.LightningModule):
         history: the reduction history (a list of JSON-able reports), carried in checkpoints.
     """
 
-    def __init__(self, config: dict, architecture: dict | None = None, history: list | None = None):
+    def __init__(self, config: dict, architecture: dict | None = None, history: list | None = None,
+                 data_info: dict | None = None):
         super().__init__()
         self.cfg = from_container(config)
-        dm_cls = DATAMODULES[self.cfg.data.name]
-        self.task = dm_cls.task
+        info = dict(data_info) if data_info is not None else builtin_data_info(self.cfg.data.name)
+        if info is None:
+            raise ValueError(
+                f"data.name='{self.cfg.data.name}' takes its input/output widths and task from the data: build the "
+                "DataModule first and pass data_info=describe_data(dm) (or use StackModule.for_data(config, dm))"
+            )
+        if info.get("task") not in TASKS:
+            raise ValueError(f"data_info task={info.get('task')!r} is not one of: {', '.join(TASKS)}")
+        self.task = info["task"]
         if architecture is None:
             m = self.cfg.model
-            self.net = DeepStackNetwork.from_variant(dm_cls.input_dim, m.widths, m.bottleneck, dm_cls.output_dim, m.variant)
+            self.net = DeepStackNetwork.from_variant(info["input_dim"], m.widths, m.bottleneck, info["output_dim"], m.variant)
         else:
             self.net = DeepStackNetwork.from_architecture(architecture)
-            if self.net.input_dim != dm_cls.input_dim or self.net.output_dim != dm_cls.output_dim:
+            want = (info.get("input_dim", self.net.input_dim), info.get("output_dim", self.net.output_dim))
+            if (self.net.input_dim, self.net.output_dim) != want:
                 raise ValueError(
                     f"architecture maps {self.net.input_dim} -> {self.net.output_dim} but data "
-                    f"'{self.cfg.data.name}' needs {dm_cls.input_dim} -> {dm_cls.output_dim}"
+                    f"'{self.cfg.data.name}' needs {want[0]} -> {want[1]}"
                 )
+        info.update(input_dim=self.net.input_dim, output_dim=self.net.output_dim)
+        self.data_info = info
         self.history: list = list(history or [])
-        self.save_hyperparameters({"config": config, ARCH_KEY: self.net.architecture(), "history": self.history})
+        self.save_hyperparameters({"config": config, ARCH_KEY: self.net.architecture(), "history": self.history,
+                                   DATA_KEY: info})
         self.schedule = Schedule(self.cfg.schedule, self.cfg.trainer.max_epochs)
         self.l2_coef = 0.0
         self.l2_affine_coef = 0.0
         self.pending_optimizer_state: dict = {}  # set by ReductionCallback for the next fit
+        self._nonfinite = torch.zeros((), dtype=torch.bool)
         self.set_teacher(None)
         if self.task == "classification":
-            n_cls = dm_cls.output_dim
+            n_cls = self.net.output_dim
             self.val_metric = torchmetrics.Accuracy(task="multiclass", num_classes=n_cls)
             self.test_metric = torchmetrics.Accuracy(task="multiclass", num_classes=n_cls)
         else:
@@ -69,12 +110,45 @@ class StackModule(pl.LightningModule):
             self.val_metric = torchmetrics.MeanMetric()
             self.test_metric = torchmetrics.MeanMetric()
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, config: dict | None = None, **unused) -> StackModule:
+        """Rebuild a module from one of our checkpoints: its architecture, weights, history and data
+        widths, with no other input (the data file is not needed). The file is read with
+        ``weights_only=True``, so a checkpoint whose pickle would run code is refused.
+
+        Args:
+            checkpoint_path: the ``.ckpt`` file.
+            map_location: optional device to move the module to.
+            config: a plain config dict replacing the stored one (e.g. another ``data.root``).
+        """
+        from .checkpoint import load_module
+
+        if unused:
+            raise TypeError(f"StackModule.load_from_checkpoint got unexpected arguments {sorted(unused)}")
+        module = load_module(checkpoint_path, config)
+        return module.to(map_location) if map_location is not None else module
+
+    @classmethod
+    def for_data(cls, config, datamodule) -> StackModule:
+        """A fresh module whose input/output widths and task are read from ``datamodule`` (any
+        LightningDataModule, see :func:`~lightning_stacks.data.describe_data`); ``config`` is a
+        config (``load_config(...)``) or a plain dict of one."""
+        from omegaconf import DictConfig
+
+        from .config import to_container
+        from .data import describe_data
+
+        if isinstance(config, DictConfig):
+            config = to_container(config)
+        return cls(config, data_info=describe_data(datamodule))
+
     # ------------------------------------------------------------------ model and loss
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d_0) -> (B, d_J)
         return self.net(x)
 
     def data_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy, or the per-sample summed squared error averaged over the batch."""
+        check_targets(out, y, self.task)
         if self.task == "classification":
             return F.cross_entropy(out, y)
         return (out - y).pow(2).sum(1).mean()
@@ -148,7 +222,28 @@ class StackModule(pl.LightningModule):
                 for g in opt.param_groups:
                     g["lr"] = g.get("base_lr", g["lr"]) * s.lr_mult
 
+    def on_fit_start(self) -> None:
+        # A plain Trainer may run a different number of epochs than the config says: the schedule
+        # (l2 / LR / batch ramps) spans the epochs this fit really runs.
+        # The DataModule may hold this same Schedule (batch sizes), so it is updated in place.
+        if self._trainer is not None and (self.trainer.max_epochs or 0) > 0:
+            self.schedule.total_epochs = int(self.trainer.max_epochs)
+
+    def check_finite(self) -> None:
+        """Raise :class:`TrainingDiverged` if a training loss of this epoch was NaN or infinite
+        (the checkpoint callback asks before it writes, so the last good checkpoint is kept)."""
+        if bool(self._nonfinite):
+            self._nonfinite.zero_()
+            raise TrainingDiverged(
+                f"the training loss became NaN or infinite in epoch {self.current_epoch}: training stopped (the last "
+                "checkpoint holds the previous epoch); lower optim.lr, check the data for NaN/Inf, or check init_from")
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
+
     def on_train_epoch_start(self) -> None:
+        if self._nonfinite.device != self.device:
+            self._nonfinite = self._nonfinite.to(self.device)
         epoch = self.current_epoch
         self.apply_schedule(epoch)
         s = self.schedule.at(epoch)
@@ -170,6 +265,7 @@ class StackModule(pl.LightningModule):
             logged[names.TRAIN_DISTILL] = distill
         l2 = self.l2_penalty()
         loss = data + l2
+        self._nonfinite |= ~torch.isfinite(loss.detach())  # checked once per epoch: no host sync per step
         if self._is_logging_step():
             self.log_dict({names.TRAIN_LOSS: loss, names.TRAIN_L2: l2, **logged}, on_step=True, on_epoch=False, prog_bar=True)
         return loss
@@ -185,6 +281,7 @@ class StackModule(pl.LightningModule):
     def _eval_step(self, batch, metric, name: str) -> None:
         x, y = batch
         out = self(x)
+        check_targets(out, y, self.task)
         if self.task == "classification":
             metric.update(out, y)
         else:
@@ -223,3 +320,16 @@ class StackModule(pl.LightningModule):
         hp = checkpoint.setdefault("hyper_parameters", {})
         hp[ARCH_KEY] = self.net.architecture()
         hp["history"] = self.history
+        hp[DATA_KEY] = self.data_info
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Resuming a fit whose network was reduced after this module was built: take the
+        # checkpoint's shapes (its weights are loaded right after this hook) and history.
+        hp = checkpoint.get("hyper_parameters") or {}
+        arch = hp.get(ARCH_KEY)
+        if arch and arch != self.net.architecture():
+            p = next(self.net.parameters())
+            self.net = DeepStackNetwork.from_architecture(arch).to(device=p.device, dtype=p.dtype)
+            self.hparams[ARCH_KEY] = arch
+        if "history" in hp:
+            self.history = list(hp["history"] or [])
