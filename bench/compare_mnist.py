@@ -57,13 +57,19 @@ MODES = {
 PARTS = ("seeds", "control", "drops", "width", "time", "methods")
 
 
+def root_override(data_name: str, root) -> list[str]:
+    """``data.root`` for MNIST recipes (the other data sets refuse the key: they read no IDX files)."""
+    return [f"data.root={root}"] if data_name == "mnist" else []
+
+
 class Bench:
     """Runs and caches the jobs; holds the data so every evaluation uses the same tensors."""
 
     def __init__(self, args):
         self.args = args
         self.work = Path(args.work)
-        self.recipe = load_config(args.recipe, [f"data.root={args.data_root}", f"logger.kind={args.logger}",
+        name = load_config(args.recipe).data.name
+        self.recipe = load_config(args.recipe, [*root_override(name, args.data_root), f"logger.kind={args.logger}",
                                                 "trainer.enable_progress_bar=false"])
         if not self.recipe.rounds:
             raise SystemExit(f"{args.recipe} has no rounds: the recipe must be a retrain-reduce job")
@@ -248,7 +254,7 @@ def part_drops(b: Bench, seeds: list[int], drops: list[float]) -> list[dict]:
         for t in drops:
             if t not in done:
                 cfg = load_config(base=full.hparams["config"], overrides=[f"reduce.max_drop={t}", "reduce.baseline=current",
-                                                                           f"data.root={b.args.data_root}"])
+                                                                           *root_override(full.cfg.data.name, b.args.data_root)])
                 t0 = time.perf_counter()
                 reduced, report = reduce_module(full, cfg, log=lambda rec: None)
                 seconds = time.perf_counter() - t0
@@ -357,7 +363,7 @@ def part_methods(b: Bench, seeds: list[int], gs_lambda: float, ls_penalty: float
     full_nz = nonzero_parameters(full.net)
     other = []
     cfg = load_config(base=full.hparams["config"], overrides=[
-        f"data.root={b.args.data_root}", "reduce.outside=false", "reduce.max_drop=-1", "reduce.domain=[0,1]",
+        *root_override(full.cfg.data.name, b.args.data_root), "reduce.outside=false", "reduce.max_drop=-1", "reduce.domain=[0,1]",
         "reduce.domain_milp_seconds=2", f"reduce.domain_milp_units={b.args.milp_units}", "reduce.refit=false",
         "reduce.bottleneck_tol=-1"])
     t0 = time.perf_counter()

@@ -39,7 +39,7 @@ def main() -> None:
     full, red = load_module(args.full), load_module(args.reduced)
     if full.task != "classification":
         raise SystemExit("compare_pruning counts misclassifications: it needs a classification checkpoint")
-    cfg = load_config(base=dict(full.hparams["config"]), overrides=[f"data.root={args.data_root}"])
+    cfg = load_config(base=dict(full.hparams["config"]), overrides=[f"data.root={args.data_root}"] if full.cfg.data.name == "mnist" else [])
     dm = build_datamodule(cfg.data)
     (x, y), (xt, yt) = dm.split("train"), dm.split("test")
     factor = nonzero_parameters(full.net) / nonzero_parameters(red.net)
