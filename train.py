@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
             report, out = reduce_after_training(module, cfg)
             print(report.table())
             print(f"reduced checkpoint: {out}")
-        val_key = next(k for k in metrics if k.startswith("val_"))
+        val_key = next((k for k in metrics if k.startswith("val_")), list(metrics)[-1])
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != val_key))
         print(f"{val_key}={metrics[val_key]:.4f}")
     return 0

@@ -797,6 +797,21 @@ def unpack_batch(batch: Any, task: str | None = None) -> tuple[torch.Tensor, tor
     return x.float(), y.float()
 
 
+def data_summary(info: dict[str, Any]) -> str:
+    """One line for the log: the data set, its split sizes and what was inferred from it."""
+    sizes = "/".join(str(info[k]) for k in ("n_train", "n_val", "n_test") if info.get(k) is not None)
+    what = f"{info['input_dim']} inputs -> "
+    if info["task"] == "classification":
+        classes = info.get("classes") or []
+        shown = ", ".join(classes[:6]) + (", ..." if len(classes) > 6 else "")
+        what += f"classification, {info['output_dim']} classes" + (f" ({shown})" if shown else "")
+    else:
+        what += f"regression, {info['output_dim']} output{'s' if info['output_dim'] != 1 else ''}"
+    name = " ".join(str(info[k]) for k in ("dataset", "source") if info.get(k)) or "data"
+    rows = f"; train/val/test {sizes} rows" if sizes else ""
+    return f"[data] {name}: {what}{rows}"
+
+
 def describe_data(dm: pl.LightningDataModule) -> dict[str, Any]:
     """The :meth:`TensorDataModule.info` dict for any LightningDataModule (set up here if needed).
 

@@ -16,10 +16,26 @@ def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 8192) -> torch.Te
     return torch.cat(outs) if outs else torch.empty(0, net.output_dim, device=device)
 
 
+def targets_for(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """``y`` checked against the outputs ``out`` (B, d_J): class indices (B,) for classification,
+    (B, d_J) for regression, where a (B,) target of a one-output network becomes (B, 1) (left
+    as it is, ``out - y`` would broadcast to (B, B) and give a silently wrong loss)."""
+    if task == "classification":
+        if y.dim() != 1 or y.shape[0] != out.shape[0] or torch.is_floating_point(y):
+            raise ValueError(f"classification labels must be integer class indices of shape ({out.shape[0]},), "
+                             f"got {y.dtype} of shape {tuple(y.shape)}")
+        return y
+    if y.dim() == 1 and out.dim() == 2 and out.shape[1] == 1 and y.shape[0] == out.shape[0]:
+        return y[:, None]
+    if y.shape != out.shape:
+        raise ValueError(f"regression targets must have the outputs' shape {tuple(out.shape)}, got {tuple(y.shape)}")
+    return y
+
+
 def metric_from_outputs(out: torch.Tensor, y: torch.Tensor, task: str) -> float:
     """Accuracy (classification) or per-sample MSE: squared error summed over outputs, averaged
     over samples (the paper's convention; with noise sigma on 7 outputs the floor is 7 sigma^2)."""
-    y = y.to(out.device)
+    y = targets_for(out, y.to(out.device), task)
     if task == "classification":
         return (out.argmax(1) == y).double().mean().item()
     return ((out.double() - y.double()) ** 2).sum(1).mean().item()
@@ -53,6 +69,7 @@ def evaluate_source(net: nn.Module, source: Source, task: str, batch_size: int =
     try:
         for x, y in iter_pairs(source, batch_size, p.device, width=getattr(net, "input_dim", None)):
             out = net(x)  # (B, d_J)
+            y = targets_for(out, y, task)
             if task == "classification":
                 total_err += (out.argmax(1) == y).sum()
             else:

@@ -24,6 +24,20 @@ SKIPS = ("affine", "direct", "none")
 VARIANT_SKIP = {"stack": "affine", "simplified": "direct", "plain": "none"}
 
 
+def _fresh_linear(d_in: int, d_out: int) -> nn.Linear:
+    """``nn.Linear(d_in, d_out)``. A stack of width 0 has zero-element weights: there is nothing to
+    draw (PyTorch's init would warn that it is a no-op), and the bias is zero, as PyTorch's init
+    sets it for fan-in 0; no random numbers are consumed."""
+    if d_in and d_out:
+        return nn.Linear(d_in, d_out)
+    lin = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(lin)
+    lin.in_features, lin.out_features = d_in, d_out
+    lin.weight = nn.Parameter(torch.empty(d_out, d_in))
+    lin.bias = nn.Parameter(torch.zeros(d_out))
+    return lin
+
+
 class Stack(nn.Module):
     """One stack: wide ReLU layer -> linear bottleneck, plus an optional skip path.
 
@@ -41,8 +55,8 @@ class Stack(nn.Module):
         if d_in < 1 or d_out < 1 or n < 0:
             raise ValueError(f"need d_in >= 1, d_out >= 1, n >= 0; got d_in={d_in}, n={n}, d_out={d_out}")
         self.d_in, self.n, self.d_out, self.skip = d_in, n, d_out, skip
-        self.V = nn.Linear(d_in, n)  # weight (n, d_in), bias b (n,)
-        self.W = nn.Linear(n, d_out)  # weight (d_out, n), bias c (d_out,)
+        self.V = _fresh_linear(d_in, n)  # weight (n, d_in), bias b (n,)
+        self.W = _fresh_linear(n, d_out)  # weight (d_out, n), bias c (d_out,)
         if skip == "affine":
             m = min(d_in, d_out)
             self.A1 = nn.Linear(d_in, m, bias=False)  # (m, d_in)

@@ -23,6 +23,7 @@ import torchmetrics
 
 from . import names
 from .config import from_container
+from .evaluation import targets_for
 from .model import DeepStackNetwork
 from .schedule import Schedule
 
@@ -33,18 +34,6 @@ TASKS = ("classification", "regression")
 
 class TrainingDiverged(ValueError):
     """The training loss stopped being finite."""
-
-
-def check_targets(out: torch.Tensor, y: torch.Tensor, task: str) -> None:
-    """Refuse labels whose shape does not fit the outputs: (B,) class indices for classification,
-    (B, d_J) for regression (a (B,) target against (B, 1) outputs would broadcast to (B, B))."""
-    if task == "classification":
-        if y.dim() != 1 or y.shape[0] != out.shape[0] or torch.is_floating_point(y):
-            raise ValueError(f"classification labels must be integer class indices of shape ({out.shape[0]},), "
-                             f"got {y.dtype} of shape {tuple(y.shape)}")
-    elif y.shape != out.shape:
-        raise ValueError(f"regression targets must have the outputs' shape {tuple(out.shape)}, got {tuple(y.shape)}"
-                         + (" (reshape them to (N, 1))" if y.dim() == 1 and out.shape[1] == 1 else ""))
 
 
 def builtin_data_info(name: str) -> dict | None:
@@ -148,7 +137,7 @@ class StackModule(pl.LightningModule):
 
     def data_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy, or the per-sample summed squared error averaged over the batch."""
-        check_targets(out, y, self.task)
+        y = targets_for(out, y, self.task)
         if self.task == "classification":
             return F.cross_entropy(out, y)
         return (out - y).pow(2).sum(1).mean()
@@ -281,7 +270,7 @@ class StackModule(pl.LightningModule):
     def _eval_step(self, batch, metric, name: str) -> None:
         x, y = batch
         out = self(x)
-        check_targets(out, y, self.task)
+        y = targets_for(out, y, self.task)
         if self.task == "classification":
             metric.update(out, y)
         else:

@@ -158,8 +158,13 @@ def initial_module(cfg: DictConfig, dm=None) -> StackModule:
         from .checkpoint import load_module
 
         return load_module(cfg.init_from, to_container(cfg))
+    from .data import data_summary
+
     dm = dm if dm is not None else build_datamodule(cfg.data, seed=cfg.seed)
-    return StackModule(to_container(cfg), data_info=describe_data(dm))
+    info = describe_data(dm)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+        print(data_summary(info), flush=True)
+    return StackModule(to_container(cfg), data_info=info)
 
 
 def follow_schedule(dm, module: StackModule) -> None:

@@ -186,6 +186,8 @@ def run_reduce(ckpt_path: str, cfg: DictConfig) -> tuple[StackModule, ReductionR
 
 
 def reduce_after_training(module: StackModule, cfg: DictConfig) -> tuple[ReductionReport, Path]:
-    """``train.py`` with ``reduce.after_training``: reduce the trained module, save beside final.ckpt."""
-    _, report, out = _reduce_and_save(module, cfg, Path(cfg.out_dir) / "final_reduced.ckpt")
+    """``train.py`` with ``reduce.after_training``: reduce the trained module, save beside
+    final.ckpt, and write the job's ``reduction_report.json`` (every reduction in its history)."""
+    new, report, out = _reduce_and_save(module, cfg, Path(cfg.out_dir) / "final_reduced.ckpt")
+    write_reduction_report(Path(cfg.out_dir) / "reduction_report.json", new.history)
     return report, out
