@@ -201,3 +201,22 @@ def test_cluster_left_without_points_takes_the_farthest_point():
     same = torch.tensor([[1.0]] * 4, dtype=torch.float64)  # one distinct point: nothing to give
     labels, _ = _fill_empty_labels(same, w, torch.zeros(4, dtype=torch.long), torch.ones(2, 1, dtype=torch.float64))
     assert labels.tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("data,k", [("kinks", 50), ("blobs", 10)])
+def test_accelerator_code_paths_agree_on_cpu(data, k, monkeypatch):
+    """The paths taken on CUDA (one-hot sums, branch-free relocation, a stopping test every few
+    iterations with stopped restarts frozen), run on the CPU: same result as the CPU paths."""
+    import lightning_stacks.reduction.kmeans as km
+
+    X, w = DATA[data](400, seed=9)
+    X, w = torch.tensor(X), torch.tensor(w)
+    C0 = X[:k].clone()
+    C0[1] = 1e3  # an empty cluster in the first step
+    cpu = [km.weighted_kmeans_torch(X, w, k, seed=4), km.weighted_kmeans_torch(X, w, k, init=C0)]
+    monkeypatch.setattr(km, "_cpu_paths", lambda device: False)
+    acc = [km.weighted_kmeans_torch(X, w, k, seed=4), km.weighted_kmeans_torch(X, w, k, init=C0)]
+    for (la, Ca, ia), (lb, Cb, ib) in zip(cpu, acc, strict=True):
+        assert torch.equal(la, lb)
+        torch.testing.assert_close(Ca, Cb, rtol=1e-10, atol=1e-10)
+        assert ia == pytest.approx(ib, rel=1e-10)

@@ -7,10 +7,16 @@ Objective, for points ``x_i`` (n, p) with weights ``w_i >= 0`` and centres ``c_j
 The algorithm follows scikit-learn's ``KMeans(algorithm="lloyd")`` step for step, so that both
 reach the same centres from the same start (the tests check this to 1e-10): greedy weighted
 k-means++ seeding, Lloyd iterations on data centred by its mean, sklearn's stopping rule and its
-relocation of empty clusters. What differs is how the work is laid out: the ``n_init`` restarts
-live in one ``(n_init, k, p)`` tensor, so every Lloyd iteration is one GEMM for all restarts, and
-nothing leaves the device. The random draws come from a CPU ``torch.Generator`` and are moved to
-the device, so one seed gives the same seeding on CPU and CUDA.
+relocation of empty clusters. What differs is how the work is laid out:
+
+- the ``n_init`` restarts live in one ``(n_init, k, p)`` tensor, so each Lloyd E-step is one GEMM
+  for all restarts, and nothing leaves the device;
+- on the CPU, when ``n < k p`` (kink representations: p = 2 d_in is large), the E-step's products
+  x.c come from the Gram matrix X X^T (O(n^2) per iteration instead of O(n k p));
+- the random draws come from a CPU ``torch.Generator`` and are moved to the device, so one seed
+  gives the same seeding on CPU and CUDA; off the CPU the sums avoid atomics, so a seed gives the
+  same result on every run;
+- off the CPU the stopping test (a device-to-host copy) runs every ``CHECK_EVERY`` iterations only.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ def weighted_kmeans_torch(
 
     Returns:
         labels (n,) long on X's device, centres (k, p) in X's dtype, inertia (float).
+        Off the CPU, Lloyd holds a (n_init, k, n) one-hot matrix: sized for neuron counts, not
+        for millions of points.
 
     Raises:
         ValueError: on a bad shape, dtype, bound, or a non-finite / negative value.
@@ -79,9 +87,10 @@ def weighted_kmeans_torch(
     tol_abs = float(Xc.var(dim=0, unbiased=False).mean()) * tol if tol > 0 else 0.0
     R = 1 if init is not None else n_init
     # The Gram matrix pays off in seeding when n <= R * trials * k, and in Lloyd's E-step when
-    # n < k p; Lloyd uses it on CPU only (on GPUs the GEMM is cheap and index_add_ is not exact).
+    # n < k p; Lloyd uses it on CPU only (on GPUs the GEMM is cheap, and index_add_ would make the
+    # result vary from run to run).
     seed_gram = init is None and n <= R * (2 + int(math.log(k))) * k
-    lloyd_gram = X.device.type == "cpu" and n < k * p
+    lloyd_gram = _cpu_paths(X.device) and n < k * p
     gram = Xc @ Xc.T if (seed_gram or lloyd_gram) and n * n <= GRAM_MAX_ELEMENTS else None  # (n, n)
     if init is not None:
         C0 = (init.to(device=X.device, dtype=X.dtype) - mean)[None]  # (1, k, p)
@@ -95,6 +104,13 @@ def weighted_kmeans_torch(
     labels, C = _fill_empty_labels(Xc, w, labels[best], C[best])
     inertia = _inertia(Xc, w, C[None], labels[None])[0]
     return labels, C + mean, float(inertia)
+
+
+def _cpu_paths(device: torch.device) -> bool:
+    """Whether to take the CPU code paths: index_add_ sums, the Gram E-step, a stopping test every
+    iteration. Elsewhere the paths avoid atomics (deterministic) and host syncs; tests run those
+    paths on the CPU too by patching this function."""
+    return device.type == "cpu"
 
 
 # --------------------------------------------------------------------------- checks
@@ -208,7 +224,7 @@ def _weighted_sums(X: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, k: in
     """
     R, n = labels.shape
     Xw = X * w[:, None]
-    if X.device.type == "cpu":
+    if _cpu_paths(X.device):
         S = X.new_zeros(R, k, X.shape[1])
         W = X.new_zeros(R, k)
         for r in range(R):
@@ -243,7 +259,7 @@ def _relocate_empty(X, w, C_old, labels, S, W):
     wf = w.index_select(0, f.flatten()).view(R, k) * okf  # (R, k)
     moved = X.index_select(0, f.flatten()).view(R, k, -1) * wf[..., None]  # (R, k, p)
     old = labels.gather(1, f)  # (R, k)
-    if X.device.type == "cpu":
+    if _cpu_paths(X.device):
         S.scatter_add_(1, old[..., None].expand_as(moved), -moved)
         W.scatter_add_(1, old, -wf)
     else:  # several empties may draw from one cluster: a one-hot product keeps the sum's order fixed
@@ -271,7 +287,7 @@ def _lloyd(X, w, C, max_iter: int, tol: float, gram=None, dots=None):
     R, k, p = C.shape
     n = X.shape[0]
     dev = X.device
-    on_cpu = dev.type == "cpu"
+    on_cpu = _cpu_paths(dev)
     Gw = None if gram is None else gram * w[:, None]  # (n, n): row l is w_l x_l.X^T
     out_labels = torch.empty(R, n, dtype=torch.long, device=dev)
     out_C = torch.empty_like(C)
