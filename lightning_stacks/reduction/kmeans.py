@@ -78,7 +78,8 @@ def weighted_kmeans_torch(
         ValueError: on a bad shape, dtype, bound, or a non-finite / negative value.
     """
     n, p = _check_args(X, weights, k, n_init, max_iter, tol, init)
-    w = weights.to(device=X.device, dtype=X.dtype)
+    X = X.detach()
+    w = weights.detach().to(device=X.device, dtype=X.dtype)
     if k == n:
         return torch.arange(n, device=X.device), X.clone(), 0.0
     # Centring does not change the optimum but keeps |x|^2 - 2 x.c + |c|^2 accurate (as sklearn).
