@@ -22,6 +22,7 @@ relocation of empty clusters. What differs is how the work is laid out:
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -78,6 +79,7 @@ def weighted_kmeans_torch(
         ValueError: on a bad shape, dtype, bound, or a non-finite / negative value.
     """
     n, p = _check_args(X, weights, k, n_init, max_iter, tol, init)
+    k = int(k)  # numpy integers are fine
     X = X.detach()
     w = weights.detach().to(device=X.device, dtype=X.dtype)
     if k == n:
@@ -125,7 +127,7 @@ def _check_args(X, weights, k, n_init, max_iter, tol, init) -> tuple[int, int]:
     n, p = X.shape
     if weights.shape != (n,):
         raise ValueError(f"weights must have shape ({n},), got {tuple(weights.shape)}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n:
         raise ValueError(f"k must be an int in [1, {n}] (1 <= k <= n), got {k!r}")
     if n_init < 1 or max_iter < 1:
         raise ValueError(f"n_init and max_iter must be >= 1, got n_init={n_init}, max_iter={max_iter}")
