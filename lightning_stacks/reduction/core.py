@@ -242,17 +242,26 @@ def kink_representation(st: StackWeights) -> tuple[torch.Tensor, torch.Tensor]:
     return R, nv * st.W.double().norm(dim=0)
 
 
-def weighted_kmeans(R: torch.Tensor, weights: torch.Tensor, k: int, seed: int = 0, n_init: int = 3) -> torch.Tensor:
-    """scikit-learn ``KMeans(k).fit(R, sample_weight=weights)``; returns labels (n,) on R's device."""
-    from sklearn.cluster import KMeans
-
+def weighted_kmeans(R: torch.Tensor, weights: torch.Tensor, k: int, seed: int = 0, n_init: int = 3,
+                    backend: str = "torch") -> torch.Tensor:
+    """Weighted k-means labels (n,) on R's device: ``torch`` runs on R's device
+    (:func:`~.kmeans.weighted_kmeans_torch`), ``sklearn`` is scikit-learn's
+    ``KMeans(k).fit(R, sample_weight=weights)`` on the CPU (the reference)."""
     n = R.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"number of clusters must be in [1, {n}], got {k}")
-    Rn = R.detach().cpu().double().numpy()
-    wn = weights.detach().cpu().double().numpy()
     if k == n:
         return torch.arange(n, device=R.device)
+    if backend == "torch":
+        from .kmeans import weighted_kmeans_torch
+
+        return weighted_kmeans_torch(R, weights, k, seed=seed, n_init=n_init)[0]
+    if backend != "sklearn":
+        raise ValueError(f"k-means backend {backend!r} is not one of: torch, sklearn")
+    from sklearn.cluster import KMeans
+
+    Rn = R.detach().cpu().double().numpy()
+    wn = weights.detach().cpu().double().numpy()
     # sklearn warns (and may return fewer clusters) when points coincide; that is harmless here.
     km = KMeans(n_clusters=k, n_init=n_init, random_state=seed)
     labels = km.fit(Rn, sample_weight=wn).labels_
@@ -316,7 +325,7 @@ def merge_clusters(st: StackWeights, labels: torch.Tensor, eps: float = 1e-12) -
     return merged, MergeInfo(K, int(ok.sum().item()), int((~ok).sum().item()))
 
 
-def cluster_stack(st: StackWeights, k: int, seed: int = 0, n_init: int = 3) -> tuple[StackWeights, MergeInfo]:
+def cluster_stack(st: StackWeights, k: int, seed: int = 0, n_init: int = 3, backend: str = "torch") -> tuple[StackWeights, MergeInfo]:
     """Step 3 for one stack: fold constant neurons, weighted k-means on kink representations into
     ``k`` clusters, merge each cluster. ``k >= n`` leaves the stack unchanged."""
     if k < 1:
@@ -325,7 +334,7 @@ def cluster_stack(st: StackWeights, k: int, seed: int = 0, n_init: int = 3) -> t
     if k >= st.n:
         return st, MergeInfo(k, st.n, 0)
     R, omega = kink_representation(st)
-    labels = weighted_kmeans(R, omega, k, seed=seed, n_init=n_init)
+    labels = weighted_kmeans(R, omega, k, seed=seed, n_init=n_init, backend=backend)
     return merge_clusters(st, labels)
 
 

@@ -85,6 +85,8 @@ class ReduceSettings:
             network's, before earlier rounds' reductions); None = the network being reduced.
         seed: k-means and sampling seed.
         kmeans_n_init: k-means restarts.
+        kmeans: ``torch`` (on the reduction's device, :mod:`.kmeans`) or ``sklearn`` (scikit-learn
+            on the CPU, the reference implementation).
     """
 
     outside: bool = True
@@ -104,6 +106,7 @@ class ReduceSettings:
     tighten: bool = False
     seed: int = 0
     kmeans_n_init: int = 3
+    kmeans: str = "torch"
 
     @property
     def automatic(self) -> bool:
@@ -139,6 +142,8 @@ class ReduceSettings:
             raise ReductionError("polish needs the automatic mode (max_drop >= 0): it spends the unused part of max_drop")
         if self.kmeans_n_init < 1:
             raise ReductionError(f"kmeans_n_init must be >= 1, got {self.kmeans_n_init}")
+        if self.kmeans not in ("torch", "sklearn"):
+            raise ReductionError(f"kmeans={self.kmeans!r} is not one of: torch, sklearn")
 
 
 # --------------------------------------------------------------------------- report
@@ -167,15 +172,18 @@ class ReductionReport:
     eval_seconds: float = 0.0
 
     def table(self) -> str:
-        """The paper's table 1/2 layout."""
+        """The paper's table 1/2 layout, with a metric column per split that was evaluated
+        (train, val, test order; none when ``reduce_network`` had no ``evaluate``)."""
         metric = "acc" if self.task == "classification" else "MSE"
         J = len(self.steps[0].widths) if self.steps else 0
-        head = f"{'step':<10}" + "".join(f"{'n' + str(j + 1):>7}" for j in range(J))
-        head += f"{'params':>9}{'train ' + metric:>12}{'test ' + metric:>12}{'max|dout|':>11}{'time s':>9}"
+        seen = {k for s in self.steps for k in s.metrics}
+        splits = [k for k in ("train", "val", "test") if k in seen] + sorted(seen - {"train", "val", "test"})
+        head = f"{'step':<10}" + "".join(f"{'n' + str(j + 1):>7}" for j in range(J)) + f"{'params':>9}"
+        head += "".join(f"{name + ' ' + metric:>12}" for name in splits) + f"{'max|dout|':>11}{'time s':>9}"
         lines = [head, "-" * len(head)]
         for s in self.steps:
             row = f"{s.step:<10}"[:10] + "".join(f"{n:>7}" for n in s.widths) + f"{s.params:>9}"
-            row += f"{s.metrics.get('train', float('nan')):>12.4f}{s.metrics.get('test', float('nan')):>12.4f}"
+            row += "".join(f"{s.metrics.get(name, float('nan')):>12.4f}" for name in splits)
             row += f"{s.max_output_change:>11.2e}{s.seconds:>9.2f}"
             lines.append(row)
         return "\n".join(lines)
@@ -357,12 +365,13 @@ def step_weak(stacks: list[StackWeights], tolerances: list[float], fit: Fit | No
     return _lossy_pass(stacks, one, fit)
 
 
-def step_cluster(stacks: list[StackWeights], clusters: list[int], seed: int, n_init: int, fit: Fit | None = None) -> tuple[list[StackWeights], list[dict]]:
+def step_cluster(stacks: list[StackWeights], clusters: list[int], seed: int, n_init: int, fit: Fit | None = None,
+                 backend: str = "torch") -> tuple[list[StackWeights], list[dict]]:
     def one(j, st):
         k = clusters[j]
         if k == 0 or k >= st.n:
             return st, {"clusters": int(k), "dropped": 0}
-        red, info = cluster_stack(st, k, seed=seed + j, n_init=n_init)
+        red, info = cluster_stack(st, k, seed=seed + j, n_init=n_init, backend=backend)
         return red, {"clusters": int(k), "dropped": info.dropped}
 
     return _lossy_pass(stacks, one, fit)
@@ -451,6 +460,7 @@ def weak_candidates(st: StackWeights) -> tuple[Callable[[int], StackWeights], to
 
 
 def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init, weak_share=0.25, fit: Fit | None = None,
+                                 backend: str = "torch",
                                  baseline: float | None = None):
     """Automatic mode: per stack, the largest weak-removal prefix, then the fewest clusters, whose
     metric drop on (x_ref, y_ref) stays within the ramped budget (with ``fit``: each candidate is
@@ -504,7 +514,7 @@ def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_i
 
         def __call__(self, j, st):
             # t = number of neurons saved: K = n - t, so "largest ok t" is "fewest ok clusters"
-            return lambda t: st if t == 0 else cluster_stack(st, st.n - t, seed=seed + j, n_init=n_init)[0]
+            return lambda t: st if t == 0 else cluster_stack(st, st.n - t, seed=seed + j, n_init=n_init, backend=backend)[0]
 
         @staticmethod
         def limit(st):
@@ -520,7 +530,7 @@ def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_i
     return after_weak, after_cluster, tolerances, clusters, budget
 
 
-def polish_stacks(stacks: list[StackWeights], x_ref, budget: _Budget, seed: int, n_init: int,
+def polish_stacks(stacks: list[StackWeights], x_ref, budget: _Budget, seed: int, n_init: int, backend: str = "torch",
                   fit: Fit | None = None) -> tuple[list[StackWeights], list[int]]:
     """Spend the budget the per-stack ramp left unused, one neuron at a time.
 
@@ -539,7 +549,7 @@ def polish_stacks(stacks: list[StackWeights], x_ref, budget: _Budget, seed: int,
             if st.n > 0:
                 cands = []
                 if st.n > 1:
-                    cands.append(cluster_stack(st, st.n - 1, seed=seed + j, n_init=n_init)[0])
+                    cands.append(cluster_stack(st, st.n - 1, seed=seed + j, n_init=n_init, backend=backend)[0])
                 cands.append(weak_candidates(st)[0](1))
                 for cand in cands:
                     if fit is not None:
@@ -730,7 +740,8 @@ def reduce_network(
     if settings.automatic:
         t0 = time.perf_counter()
         after_weak, after_cluster, tols, ks, budget = auto_tolerances_and_clusters(
-            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init, settings.weak_share, fit, settings.baseline)
+            stacks, x_ref, y_ref, task, settings.max_drop, settings.seed, settings.kmeans_n_init, settings.weak_share, fit,
+            backend=settings.kmeans, baseline=settings.baseline)
         dt = time.perf_counter() - t0
         t_red += dt
         report.evaluations = budget.evaluations
@@ -743,7 +754,7 @@ def reduce_network(
         if settings.polish:
             t0 = time.perf_counter()
             n_eval = budget.evaluations
-            polished, removed = polish_stacks(stacks, x_ref, budget, settings.seed, settings.kmeans_n_init, fit)
+            polished, removed = polish_stacks(stacks, x_ref, budget, settings.seed, settings.kmeans_n_init, settings.kmeans, fit)
             t_red += (dt := time.perf_counter() - t0)
             report.evaluations = budget.evaluations
             record("polish", polished, dt, [{"stack": j + 1, "removed": r, "before": a.n, "after": b.n, "evaluations": budget.evaluations - n_eval}
@@ -757,7 +768,8 @@ def reduce_network(
             record("weak", stacks, dt, det)
         if settings.clusters:
             t0 = time.perf_counter()
-            stacks, det = step_cluster(stacks, list(settings.clusters), settings.seed, settings.kmeans_n_init, fit)
+            stacks, det = step_cluster(stacks, list(settings.clusters), settings.seed, settings.kmeans_n_init, fit,
+                                       backend=settings.kmeans)
             t_red += (dt := time.perf_counter() - t0)
             record("cluster", stacks, dt, det)
     if settings.bottleneck_tol >= 0:
