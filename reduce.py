@@ -3,7 +3,7 @@
     python reduce.py runs/sine/final.ckpt reduce.tolerances=[0.04,0.06,0.2] reduce.clusters=[13,20,24]
     python reduce.py runs/sine/final.ckpt reduce.max_drop=0.01        # automatic: <= 1% relative MSE rise
     python reduce.py runs/mnist/final.ckpt reduce.max_drop=1e-3 data.root=../shared/data/mnist
-    python reduce.py CKPT configs/reduce_sine.yaml                   # settings from a YAML file
+    python reduce.py CKPT my_settings.yaml reduce.refit=true        # settings from a YAML file, then overrides
 
 The checkpoint's own config is the starting point; a YAML file and ``key=value`` overrides go on
 top (``reduce.*`` settings, or ``data.root``). Writes ``<ckpt>_reduced.ckpt`` (or

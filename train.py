@@ -8,12 +8,15 @@
     python train.py configs/sine_table1.yaml          # train, then reduce (the paper's table 1)
 
 Arguments: an optional YAML file, then ``key=value`` overrides of any config key
-(see ``lightning_stacks/config.py``). The last line printed is ``val_mse=<x>`` or ``val_acc=<x>``.
+(see ``docs/CONFIG.md``); ``--quiet``: no progress bar or per-step lines. The job ends with the
+table of every reduction and a summary line; the last line printed is ``val_mse=<x>`` or
+``val_acc=<x>`` (``train_...`` when the data has no validation split).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 from lightning_stacks.checkpoint import CheckpointError
 from lightning_stacks.cli import split_args
@@ -23,6 +26,10 @@ from lightning_stacks.reduction.pipeline import ReductionError
 
 
 def main(argv: list[str]) -> int:
+    started = time.perf_counter()
+    quiet = "--quiet" in argv
+    argv = [a for a in argv if a != "--quiet"] + (["logger.quiet=true"] if quiet else [])
+    quiet_lightning()
     try:
         path, overrides = split_args(argv)
         cfg = load_config(path, overrides)
@@ -38,19 +45,29 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if trainer is None or trainer.is_global_zero:  # None: every round had already finished
-        widths = "/".join(str(n) for n in module.net.widths)
-        print(f"neurons per stack: {widths} (total {sum(module.net.widths)})")
-        print(f"checkpoint: {cfg.out_dir}/final.ckpt")
         if cfg.reduce.after_training and not cfg.rounds:
             from lightning_stacks.reduction.job import reduce_after_training
+            from lightning_stacks.training import final_metrics
 
-            report, out = reduce_after_training(module, cfg)
-            print(report.table())
+            module, out = reduce_after_training(module, cfg)
+            metrics = final_metrics(module, None)
             print(f"reduced checkpoint: {out}")
+        from lightning_stacks.summary import job_summary
+
+        print("\n".join(job_summary(module, metrics, cfg.out_dir, time.perf_counter() - started)))
         val_key = next((k for k in metrics if k.startswith("val_")), list(metrics)[-1])
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != val_key))
         print(f"{val_key}={metrics[val_key]:.4f}")
     return 0
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up chatter (accelerator availability, tips, seed) is info-level logging:
+    keep its warnings and errors only; this CLI prints what the job did itself."""
+    import logging
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def network_checksum(net: torch.nn.Module) -> str:
 def step_metrics(rec: dict, round_index: int, step_index: int) -> dict[str, float]:
     """Logger payload for one reduction step (a ``StepRecord`` as a dict)."""
     out = {names.reduce_neurons(j + 1): float(n) for j, n in enumerate(rec["widths"])}
+    out.update(names.neuron_metrics(rec["widths"]))
     out.update({
         names.REDUCE_NEURONS_TOTAL: float(sum(rec["widths"])),
         names.REDUCE_PARAMS: float(rec["params"]),
@@ -208,6 +209,7 @@ class ReductionCallback(pl.Callback):
         self.done_epochs: list[int] = []
         self.done_end = False
         self.reports: list[dict] = []
+        self.logged_steps = 0  # logger steps this callback added for its reduction rows
 
     @classmethod
     def from_config(cls, reduce_cfg, **kwargs: Any) -> ReductionCallback:
@@ -233,12 +235,14 @@ class ReductionCallback(pl.Callback):
                                         round=self.round_index)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"done_epochs": list(self.done_epochs), "done_end": self.done_end, "reports": self.reports}
+        return {"done_epochs": list(self.done_epochs), "done_end": self.done_end, "reports": self.reports,
+                "logged_steps": self.logged_steps}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.done_epochs = list(state_dict.get("done_epochs", []))
         self.done_end = bool(state_dict.get("done_end", False))
         self.reports = list(state_dict.get("reports", []))
+        self.logged_steps = int(state_dict.get("logged_steps", 0))
 
     # ------------------------------------------------------------------ checks before training
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -321,6 +325,13 @@ class ReductionCallback(pl.Callback):
         if self.enabled and self._due(epoch) and epoch not in self.done_epochs:
             self._reduce(trainer, pl_module, in_fit=True)
             self.done_epochs.append(epoch)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.logged_steps and trainer.logger:  # resumed: keep the step axis past the rows logged before
+            from .training import with_step_offset
+
+            logger = with_step_offset(trainer.logger)
+            logger.step_offset = max(logger.step_offset, self.logged_steps)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.run(trainer, pl_module)
@@ -419,17 +430,26 @@ class ReductionCallback(pl.Callback):
                     opt.state[p] = {k: (v.to(p.device) if torch.is_tensor(v) else v) for k, v in sliced[name].items()}
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, report: dict) -> None:
-        if not trainer.logger:
+        """One logger row per reduction step, each at its own step after the current one; the
+        logger's later steps are shifted past them, so the step axis only grows (the logger's
+        class gets a step offset, see :func:`~lightning_stacks.training.with_step_offset`)."""
+        from .training import with_step_offset
+
+        logger = with_step_offset(trainer.logger)
+        if not logger:
             return
-        step = trainer.global_step  # the logger adds the rounds' offset (see training.with_step_offset)
+        start = trainer.global_step + 1
         for k, rec in enumerate(report["steps"]):
-            trainer.logger.log_metrics(step_metrics(rec, report["round"], k), step=step)
-        log_table = getattr(trainer.logger, "log_table", None)  # WandbLogger: the paper's table
+            logger.log_metrics(step_metrics(rec, report["round"], k), step=start + k)
+        shift = len(report["steps"]) + 1
+        logger.step_offset += shift
+        self.logged_steps += shift
+        log_table = getattr(logger, "log_table", None)  # WandbLogger: the paper's table
         if log_table is not None:
             columns, rows = report_table_rows(report)
             log_table(key=f"reduce/table_round_{report['round']}", columns=columns, data=rows)
         self._log_figures(trainer, pl_module, report["round"])
-        trainer.logger.save()
+        logger.save()
 
     def _log_figures(self, trainer: pl.Trainer, pl_module: pl.LightningModule, index: int) -> None:
         """WandB: the figs. 6-7 style plot of the reduced network (1-D bottlenecks only)."""

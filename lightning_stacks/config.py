@@ -113,7 +113,7 @@ class ScheduleConfig:
     ``l2_*`` is the coefficient per squared weight added to the mean loss for the non-linear
     weights (V, b, W); the affine weights get ``affine_l2_mult`` times it; the bottleneck biases c
     get none. Defaults: the composite-sine recipe measured here (val MSE ~0.03 in ~100 s on 2
-    CPU cores, see README); MNIST overrides them in ``configs/mnist.yaml``.
+    CPU cores, see docs/RESULTS.md); MNIST overrides them in ``configs/mnist.yaml``.
     """
 
     warmup_epochs: int = 100
@@ -127,7 +127,10 @@ class ScheduleConfig:
 
 @dataclass
 class TrainerConfig:
-    """Passed to ``pl.Trainer``. ``devices``: "auto", a count such as "2", or a list "0,1"."""
+    """Passed to ``pl.Trainer``. ``devices``: "auto", a count such as "2", or a list "0,1".
+    ``progress_bar``: ``epochs`` (one bar per fit over its epochs, with the live neuron count and
+    metrics), ``tqdm`` or ``rich`` (Lightning's per-batch bars). ``log_every_n_steps`` is capped
+    at the shortest epoch's number of batches, so short epochs still log."""
 
     max_epochs: int = 300
     accelerator: str = "auto"
@@ -137,7 +140,7 @@ class TrainerConfig:
     precision: str = "32-true"
     log_every_n_steps: int = 50
     enable_progress_bar: bool = True
-    progress_bar: str = "tqdm"
+    progress_bar: str = "epochs"
     gradient_clip_val: float = 0.0
     deterministic: bool = False
     check_val_every_n_epoch: int = 1
@@ -145,12 +148,15 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
-    """``kind``: wandb (offline unless an account is configured, see ``wandb_mode``), csv, none."""
+    """``kind``: wandb (offline unless an account is configured, see ``wandb_mode``), csv, none.
+    ``quiet`` (``train.py --quiet``): no progress bar and no per-round / per-step lines; the
+    final table and summary are still printed."""
 
     kind: str = "wandb"
     project: str = "lightning_stacks"
     name: str = ""
     wandb_mode: str = "auto"
+    quiet: bool = False
 
 
 @dataclass
@@ -172,6 +178,8 @@ class ReduceConfig:
     ``reference_size``: automatic mode measures the drop on a seeded random subsample of this many
     points of the ``reference`` split (0 = all of it); bounds its memory on large data.
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
+    ``kmeans``: step 3's weighted k-means: ``torch`` (on the reduction's device) or ``sklearn``
+    (scikit-learn on the CPU, the reference implementation).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
     ``after_training``: ``train.py`` reduces its final network and writes ``final_reduced.ckpt``.
     ``optimizer_state``: what the next round's Adam starts from: ``reset`` (fresh state) or
@@ -199,6 +207,7 @@ class ReduceConfig:
     reference: str = "train"
     seed: int = 0
     kmeans_n_init: int = 3
+    kmeans: str = "torch"
     device: str = "auto"
     reference_size: int = 0
     output: str = ""
@@ -271,7 +280,8 @@ class DistillConfig:
 
 @dataclass
 class RoundConfig:
-    """One retrain-reduce round: train ``epochs`` (0 = reduce only), then reduce if ``reduce``.
+    """One retrain-reduce round: train ``epochs`` (0 = reduce only; -1 = ``trainer.max_epochs``),
+    then reduce if ``reduce``.
 
     ``schedule``, ``optim`` and ``reduction`` override the top-level ``schedule.*``, ``optim.*``
     and ``reduce.*`` keys for this round only; ``group_sparsity``, ``layer_sparsity`` and
@@ -298,12 +308,26 @@ class RoundConfig:
     distill: dict[str, Any] = field(default_factory=dict)
 
 
+def default_rounds() -> list[RoundConfig]:
+    """The job ``python train.py`` runs with no arguments (the product in one command): train
+    the composite-sine network (``trainer.max_epochs`` = 300 epochs, the paper's schedule) and reduce it within 5% of its
+    training MSE (automatic mode with the least-squares refit and polish), fine-tune the reduced
+    network for 60 epochs at a low LR, and reduce again within 5% of the FULL network's MSE."""
+    reduce = {"max_drop": 0.05, "refit": True, "polish": True}
+    return [
+        RoundConfig(epochs=-1, reduction=dict(reduce)),  # trainer.max_epochs: 300 unless overridden
+        RoundConfig(epochs=60, schedule={"warmup_epochs": 0, "l2_start": 3.0e-5, "l2_end": 3.0e-5, "lr_end_mult": 0.1},
+                    optim={"lr": 1.0e-3}, reduction={**reduce, "baseline": "first"}),
+    ]
+
+
 @dataclass
 class Config:
     """The whole job. ``out_dir`` receives checkpoints, logs and reports.
 
-    ``rounds``: retrain-reduce rounds (empty = one fit of ``trainer.max_epochs``, reduced after
-    training if ``reduce.after_training``). ``ckpt_path``: resume an interrupted fit (a path, or
+    ``rounds``: retrain-reduce rounds; the default is the short sine job of
+    :func:`default_rounds` (train, reduce, fine-tune, reduce). ``rounds=[]`` = one fit of
+    ``trainer.max_epochs``, reduced after training if ``reduce.after_training``. ``ckpt_path``: resume an interrupted fit (a path, or
     ``last``). ``init_from``: start a new fit
     from a checkpoint's architecture and weights (e.g. fine-tune a reduced network) with this
     config's optimizer and schedule; its reduction history is carried on.
@@ -324,7 +348,7 @@ class Config:
     layer_sparsity: LayerSparsityConfig = field(default_factory=LayerSparsityConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    rounds: list[RoundConfig] = field(default_factory=list)
+    rounds: list[RoundConfig] = field(default_factory=default_rounds)
 
 
 def _valid_keys(schema: Any, dotted: str) -> tuple[str, list[str]]:
@@ -467,7 +491,7 @@ def validate(cfg: DictConfig) -> None:
         for key in ("task", "val_fraction", "test_fraction", "standardize"):
             if d[key] != getattr(defaults, key):
                 raise ConfigError(f"data.{key} applies to data.name=csv or npz only, not '{d.name}'; drop it")
-    _choice(cfg.trainer.progress_bar, ("tqdm", "rich"), "trainer.progress_bar")
+    _choice(cfg.trainer.progress_bar, ("epochs", "tqdm", "rich"), "trainer.progress_bar")
     gs = cfg.group_sparsity
     if any(not v >= 0 for v in gs.lambdas) or not 0 <= gs.alpha <= 1:
         raise ConfigError(f"group_sparsity.lambdas must be >= 0 and alpha in [0, 1], got {list(gs.lambdas)} and {gs.alpha}")
@@ -495,6 +519,7 @@ def validate_reduce(r: DictConfig, prefix: str = "reduce.") -> None:
     _choice(r.reference, ("train", "val", "test"), f"{prefix}reference")
     _choice(r.baseline, ("current", "first"), f"{prefix}baseline")
     _choice(r.optimizer_state, ("reset", "carry"), f"{prefix}optimizer_state")
+    _choice(r.kmeans, ("torch", "sklearn"), f"{prefix}kmeans")
     if r.domain and (len(r.domain) != 2 or not r.domain[0] <= r.domain[1]):
         raise ConfigError(f"{prefix}domain must be [lower, upper] with lower <= upper, got {list(r.domain)}")
     if r.tighten and not r.domain:
@@ -534,6 +559,12 @@ def reduce_config(values: dict, source: str = "settings") -> DictConfig:
     return cfg
 
 
+def round_epochs(cfg: DictConfig, index: int) -> int:
+    """Epochs round ``index`` trains: its ``epochs``, where -1 means the job's ``trainer.max_epochs``."""
+    epochs = int(cfg.rounds[index].epochs)
+    return int(cfg.trainer.max_epochs) if epochs == -1 else epochs
+
+
 def round_config(cfg: DictConfig, index: int) -> DictConfig:
     """The config of round ``index``: the job's config with that round's overrides applied and
     ``trainer.max_epochs`` set to its epochs; round 0 of a job without ``rounds`` is the job."""
@@ -544,11 +575,11 @@ def round_config(cfg: DictConfig, index: int) -> DictConfig:
     if not 0 <= index < len(cfg.rounds):
         raise ConfigError(f"round {index} does not exist: this job has {len(cfg.rounds)} rounds")
     r = cfg.rounds[index]
-    if r.epochs < 0:
-        raise ConfigError(f"rounds[{index}].epochs must be >= 0, got {r.epochs}")
+    if r.epochs < -1:
+        raise ConfigError(f"rounds[{index}].epochs must be >= 0 (or -1 = trainer.max_epochs), got {r.epochs}")
     if r.within != -1.0 and not 0 <= r.within <= 1:
         raise ConfigError(f"rounds[{index}].within must be in [0, 1] (or -1 = no check), got {r.within}")
-    over = {"trainer": {"max_epochs": max(1, int(r.epochs))}, "schedule": dict(r.schedule),
+    over = {"trainer": {"max_epochs": max(1, round_epochs(cfg, index))}, "schedule": dict(r.schedule),
             "optim": dict(r.optim), "reduce": dict(r.reduction), "group_sparsity": dict(r.group_sparsity),
             "layer_sparsity": dict(r.layer_sparsity), "pruning": dict(r.pruning),
             "distill": dict(r.distill)}

@@ -81,8 +81,10 @@ class StackModule(pl.LightningModule):
         info.update(input_dim=self.net.input_dim, output_dim=self.net.output_dim)
         self.data_info = info
         self.history: list = list(history or [])
+        # logger=False: the job's config goes to the logger once, flat (training.build_logger),
+        # not nested under hyper-parameters with the initial architecture
         self.save_hyperparameters({"config": config, ARCH_KEY: self.net.architecture(), "history": self.history,
-                                   DATA_KEY: info})
+                                   DATA_KEY: info}, logger=False)
         self.schedule = Schedule(self.cfg.schedule, self.cfg.trainer.max_epochs)
         self.l2_coef = 0.0
         self.l2_affine_coef = 0.0
@@ -256,7 +258,14 @@ class StackModule(pl.LightningModule):
         loss = data + l2
         self._nonfinite |= ~torch.isfinite(loss.detach())  # checked once per epoch: no host sync per step
         if self._is_logging_step():
-            self.log_dict({names.TRAIN_LOSS: loss, names.TRAIN_L2: l2, **logged}, on_step=True, on_epoch=False, prog_bar=True)
+            with torch.no_grad():
+                if self.task == "classification":
+                    logged[names.TRAIN_ACC] = (out.argmax(1) == y).float().mean()
+                else:
+                    logged[names.TRAIN_MSE] = (out - targets_for(out, y, self.task)).pow(2).sum(1).mean()
+            logged.update(names.neuron_metrics(self.net.widths))
+            self.log(names.TRAIN_LOSS, loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log_dict({names.TRAIN_L2: l2, **logged}, on_step=True, on_epoch=False)
         return loss
 
     def _is_logging_step(self) -> bool:

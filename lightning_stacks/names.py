@@ -2,6 +2,8 @@
 
 TRAIN_LOSS = "train/loss"
 TRAIN_L2 = "train/l2"
+TRAIN_ACC = "train/acc"  # on the logging step's batch
+TRAIN_MSE = "train/mse"
 TRAIN_DISTILL = "train/distill"
 TRAIN_LAMBDA = "train/lambda"
 TRAIN_LR = "train/lr"
@@ -27,3 +29,18 @@ REDUCE_PARAMS = "reduce/params"
 REDUCE_MAX_CHANGE = "reduce/max_output_change"
 REDUCE_ROUND = "reduce/round"
 REDUCE_STEP = "reduce/step"
+
+
+NEURONS_TOTAL = "neurons/total"  # logged with training steps and reduction steps: one staircase line
+
+
+def neurons(stack: int) -> str:
+    """Neurons in stack ``stack`` (1-based), on the same timeline as the training curves."""
+    return f"neurons/stack_{stack}"
+
+
+def neuron_metrics(widths) -> dict[str, float]:
+    """``neurons/total`` and ``neurons/stack_<j>`` for a list of widths."""
+    out = {neurons(j + 1): float(n) for j, n in enumerate(widths)}
+    out[NEURONS_TOTAL] = float(sum(widths))
+    return out

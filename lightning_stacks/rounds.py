@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from .callbacks import ReductionCallback, network_checksum
 from .checkpoint import load_module, read_checkpoint, save_module
-from .config import ConfigError, round_config, to_container
+from .config import ConfigError, round_config, round_epochs, to_container
 from .data import build_datamodule
 from .evaluation import evaluate_source, metric_drop
 from .module import StackModule
@@ -32,11 +32,13 @@ from .reduction.pipeline import ReductionError
 from .training import (
     build_logger,
     build_trainer,
+    fewest_steps_per_epoch,
     final_metrics,
     fit,
     follow_schedule,
     initial_module,
     load_teacher,
+    log_summary,
     method_callbacks,
     with_step_offset,
 )
@@ -95,20 +97,24 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
                 settings_from_config(rcfg.reduce).validate(module.net.widths)
             except ReductionError as err:
                 raise ReductionError(f"rounds[{i}] (widths now {module.net.widths}): {err}") from None
-        callback = ReductionCallback.from_config(rcfg.reduce, round_index=i, report_path=out / REPORT_NAME)
+        callback = ReductionCallback.from_config(rcfg.reduce, round_index=i, report_path=out / REPORT_NAME,
+                                                 verbose=not cfg.logger.quiet)
         callback.enabled = bool(spec.reduce)
         round_dir = rounds_dir / f"round_{i}"
-        extra = {} if spec.epochs > 0 else {"limit_train_batches": 0, "limit_val_batches": 0, "num_sanity_val_steps": 0}
-        trainer = build_trainer(rcfg, callbacks=[*method_callbacks(rcfg), callback], logger=logger, ckpt_dir=round_dir, **extra)
+        epochs = round_epochs(cfg, i)
+        extra = {} if epochs > 0 else {"limit_train_batches": 0, "limit_val_batches": 0, "num_sanity_val_steps": 0}
+        trainer = build_trainer(rcfg, callbacks=[*method_callbacks(rcfg), callback], logger=logger, ckpt_dir=round_dir,
+                                desc=f"round {i}/{len(cfg.rounds) - 1}", steps_per_epoch=fewest_steps_per_epoch(dm, rcfg),
+                                **extra)
         last = round_dir / "last.ckpt"
-        resume = str(last) if last.is_file() and spec.epochs > 0 else None
-        if trainer.is_global_zero:
-            print(f"[rounds] round {i}: {spec.epochs} epochs on widths {module.net.widths}"
+        resume = str(last) if last.is_file() and epochs > 0 else None
+        if trainer.is_global_zero and not cfg.logger.quiet:
+            print(f"[rounds] round {i}: {epochs} epochs on widths {module.net.widths}"
                   f"{' (resuming ' + str(last) + ')' if resume else ''}"
                   f"{f', distilling (weight {rcfg.distill.weight})' if rcfg.distill.weight > 0 else ''}", flush=True)
         fit(trainer, module, dm, resume)
         callback.run(trainer, module)  # no-op if on_train_end already reduced
-        step_offset += trainer.global_step
+        step_offset += trainer.global_step + callback.logged_steps
         _write_checksum(rounds_dir, i, trainer, module)
         if trainer.is_global_zero:
             save_module(module, rounds_dir / f"round_{i}.ckpt", extra={"round": i, "step_offset": step_offset})
@@ -126,7 +132,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
     if is_zero and module.history:
         write_reduction_report(out / REPORT_NAME, module.history)
     if logger and is_zero:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics.items()}, step=trainer.global_step if trainer else 0)
+        log_summary(logger, module, metrics, step=(trainer.global_step + 1) if trainer else 0)
         logger.finalize("success")
     return module, metrics, trainer
 
@@ -181,7 +187,7 @@ def _check_rounds(cfg: DictConfig, rounds_dir: Path) -> Path | None:
     overrides, e.g. ``within``), and a round that distills has a teacher. Returns the default
     teacher, the full network (round 0's ``last.ckpt``: saved after its last epoch, before the
     reduction; ``init_from`` when round 0 does not train)."""
-    default = rounds_dir / "round_0" / "last.ckpt" if cfg.rounds[0].epochs > 0 else (Path(cfg.init_from) if cfg.init_from else None)
+    default = rounds_dir / "round_0" / "last.ckpt" if round_epochs(cfg, 0) > 0 else (Path(cfg.init_from) if cfg.init_from else None)
     for i in range(len(cfg.rounds)):
         d = round_config(cfg, i).distill
         if d.weight <= 0:
@@ -189,7 +195,7 @@ def _check_rounds(cfg: DictConfig, rounds_dir: Path) -> Path | None:
         if d.teacher:
             if not Path(d.teacher).is_file():
                 raise ConfigError(f"rounds[{i}]: distill teacher checkpoint '{d.teacher}' does not exist")
-        elif i == 0 and cfg.rounds[0].epochs > 0:
+        elif i == 0 and round_epochs(cfg, 0) > 0:
             raise ConfigError("rounds[0] trains the full network, so it cannot distill from it: turn distill on in a later "
                               "round or give distill.teacher=<checkpoint>")
         elif default is None:

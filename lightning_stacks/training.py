@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,6 +15,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
 from . import names
+
+# Lightning 2.6's pytree helper builds torch's LeafSpec, which newer torch marks deprecated: a
+# FutureWarning on every fit from the pairing of the two releases, nothing this package can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 from .config import ConfigError, to_container
 from .data import build_datamodule
 from .module import StackModule
@@ -55,9 +60,40 @@ def build_logger(cfg: DictConfig):
     os.environ.setdefault("WANDB_SILENT", "true")
     logger = WandbLogger(
         project=cfg.logger.project, name=cfg.logger.name or None, save_dir=str(out),
-        offline=(mode == "offline"), mode=mode, config=to_container(cfg),
+        offline=(mode == "offline"), mode=mode, config=flat_config(to_container(cfg)),
     )
     return logger
+
+
+def flat_config(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values): the run's config, one level."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def log_summary(logger, module: StackModule, metrics: dict[str, float], step: int) -> None:
+    """The run's summary: final neurons, parameters, compression and metrics, and the final
+    network's architecture (WandB: the run summary; other loggers: a last ``final/*`` row)."""
+    if not logger:
+        return
+    net = module.net
+    final = {"final/neurons": float(sum(net.widths)), "final/params": float(net.num_parameters()),
+             **{f"final/{k}": float(v) for k, v in metrics.items()}}
+    if module.history:
+        first = module.history[0]["steps"][0]
+        final["final/neurons_before"] = float(sum(first["widths"]))
+        final["final/compression"] = float(sum(first["widths"])) / max(1.0, final["final/neurons"])
+        final["final/params_before"] = float(first["params"])
+    logger.log_metrics(final, step=step)
+    experiment = getattr(logger, "experiment", None)
+    summary = getattr(experiment, "summary", None)
+    if summary is not None and hasattr(summary, "update"):
+        summary.update({**final, "final/architecture": net.architecture(), "final/reductions": len(module.history)})
 
 
 def parse_devices(devices: str):
@@ -92,27 +128,45 @@ def with_step_offset(logger):
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
-                  ckpt_dir: str | Path | None = None, **overrides) -> pl.Trainer:
+                  ckpt_dir: str | Path | None = None, desc: str = "train", steps_per_epoch: int | None = None,
+                  **overrides) -> pl.Trainer:
     """A Trainer for ``cfg`` whose :class:`AtomicLastCheckpoint` writes ``last.ckpt`` every epoch
-    into ``ckpt_dir`` (default ``out_dir/checkpoints``); ``overrides`` go to ``pl.Trainer``."""
+    into ``ckpt_dir`` (default ``out_dir/checkpoints``); ``overrides`` go to ``pl.Trainer``.
+    ``desc`` labels the progress bar; ``steps_per_epoch`` (the fewest batches an epoch will have)
+    caps ``log_every_n_steps`` so that short epochs still log."""
     from .callbacks import AtomicLastCheckpoint
+    from .progress import EpochProgressBar
 
     t = cfg.trainer
     out = Path(cfg.out_dir)
     ckpt = AtomicLastCheckpoint(ckpt_dir or out / "checkpoints")
-    bar = RichProgressBar() if t.progress_bar == "rich" else TQDMProgressBar(refresh_rate=20)
-    cbs = [ckpt] + ([bar] if t.enable_progress_bar else []) + list(callbacks or [])
+    bars = {"epochs": lambda: EpochProgressBar(desc), "rich": RichProgressBar, "tqdm": lambda: TQDMProgressBar(refresh_rate=20)}
+    show_bar = t.enable_progress_bar and not cfg.logger.quiet
+    cbs = [ckpt] + ([bars[t.progress_bar]()] if show_bar else []) + list(callbacks or [])
+    log_every = max(1, min(t.log_every_n_steps, steps_per_epoch)) if steps_per_epoch else t.log_every_n_steps
     return pl.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator, devices=parse_devices(t.devices), strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.enable_progress_bar, gradient_clip_val=t.gradient_clip_val or None,
+        num_nodes=t.num_nodes, precision=t.precision, log_every_n_steps=log_every,
+        enable_progress_bar=show_bar, gradient_clip_val=t.gradient_clip_val or None,
         deterministic=t.deterministic, check_val_every_n_epoch=t.check_val_every_n_epoch,
         reload_dataloaders_every_n_epochs=1,  # the batch size grows per epoch
         use_distributed_sampler=False,  # TensorBatchLoader shards itself by rank
-        default_root_dir=str(out), callbacks=cbs, enable_checkpointing=False,
+        default_root_dir=str(out), callbacks=cbs, enable_checkpointing=False, enable_model_summary=False,
         logger=build_logger(cfg) if logger is None else logger, **overrides,
     )
+
+
+def fewest_steps_per_epoch(dm, cfg: DictConfig) -> int | None:
+    """Batches in the shortest epoch of a built-in DataModule (its largest batch size); None for
+    a user's DataModule, whose loader length is its own business."""
+    from .data import TensorDataModule
+
+    if not isinstance(dm, TensorDataModule):
+        return None
+    n = dm.split("train")[0].shape[0]
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    return max(1, -(-(n // world) // max(cfg.schedule.batch_start, cfg.schedule.batch_end)))
 
 
 def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None = None) -> None:
@@ -210,14 +264,19 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
     if cfg.distill.weight > 0:
         module.set_teacher(load_teacher(cfg))
     follow_schedule(dm, module)
-    trainer = build_trainer(cfg, callbacks=method_callbacks(cfg))
+    trainer = build_trainer(cfg, callbacks=method_callbacks(cfg), steps_per_epoch=fewest_steps_per_epoch(dm, cfg))
     ckpt_path = cfg.ckpt_path or None
     if ckpt_path == "last":
         ckpt_path = str(Path(cfg.out_dir) / "checkpoints" / "last.ckpt")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path '{cfg.ckpt_path}' does not exist (looked for {ckpt_path})")
+    if ckpt_path and trainer.is_global_zero and not cfg.logger.quiet:
+        print(f"[train] resuming the fit from {ckpt_path}", flush=True)
     fit(trainer, module, dm, ckpt_path)
     final = Path(cfg.out_dir) / "final.ckpt"
     trainer.save_checkpoint(str(final), weights_only=False)
     metrics = final_metrics(module, dm) if trainer.is_global_zero else {}
+    if trainer.is_global_zero and trainer.logger:
+        log_summary(trainer.logger, module, metrics, step=trainer.global_step + 1)
+        trainer.logger.finalize("success")
     return module, metrics, trainer

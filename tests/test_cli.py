@@ -84,14 +84,16 @@ def test_reduce_cli_refuses_non_checkpoint(tmp_path):
 
 
 def test_resume_single_fit_from_last(tmp_path):
-    a = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "trainer.max_epochs=2")
-    assert a.returncode == 0, a.stderr[-3000:]
-    b = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "trainer.max_epochs=3", "ckpt_path=last")
-    assert b.returncode == 0, b.stderr[-3000:]
-    assert "Restored all states from the checkpoint" in b.stderr + b.stdout
     import torch as _t
 
-    assert _t.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+    a = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "trainer.max_epochs=2")
+    assert a.returncode == 0, a.stderr[-3000:]
+    steps_a = _t.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    b = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "trainer.max_epochs=3", "ckpt_path=last")
+    assert b.returncode == 0, b.stderr[-3000:]
+    assert "[train] resuming the fit from" in b.stdout
+    ckpt = _t.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == steps_a + 2  # restored, then one epoch of 256/128 batches
 
 
 def test_missing_resume_checkpoint_is_named(tmp_path):

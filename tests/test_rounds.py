@@ -167,7 +167,7 @@ def test_killed_mid_round_resumes_from_its_last_epoch(tmp_path):
     assert epoch < 29, "killed before the round finished"
     again = run_cli("train.py", *args[2:])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "(resuming" in again.stdout and "Restored all states" in again.stdout + again.stderr
+    assert "(resuming" in again.stdout
     assert (tmp_path / "rounds" / "round_0.ckpt").is_file()
 
 
@@ -249,3 +249,29 @@ def test_within_out_of_range_is_refused(tmp_path):
     proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "rounds=[{epochs: 1}, {epochs: 1, within: 2}]")
     assert proc.returncode == 2 and "rounds[1].within must be in [0, 1] (or -1 = no check), got 2.0" in proc.stderr
     assert not (tmp_path / "rounds").exists()
+
+
+def test_wandb_dashboard_curves_staircase_summary_and_flat_config(tmp_path):
+    """What a dashboard shows: the training metric and the neuron counts at every logging step,
+    the reduction steps at their own, strictly later steps (one axis across rounds), the final
+    figures in the run summary, and the job's config once, flat."""
+    from wandb_reader import config, history, summary
+
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", ROUNDS, "logger.kind=wandb",
+                   env={"WANDB_API_KEY": "", "WANDB_MODE": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_file = next(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    rows = [r for r in history(run_file) if "trainer/global_step" in r]
+    steps = [r["trainer/global_step"] for r in rows if "neurons/total" in r]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)), "every neuron count has its own, growing step"
+    train = [r for r in rows if "train/mse" in r]
+    assert train and all({"neurons/total", "neurons/stack_1", "neurons/stack_3", "train/loss"} <= set(r) for r in train)
+    red = [r for r in rows if "reduce/step" in r]
+    assert len(red) == 8 and len({r["trainer/global_step"] for r in red}) == 8
+    totals = [r["neurons/total"] for r in rows if "neurons/total" in r]
+    assert totals[0] == 40 and totals[-1] < 40 and totals == sorted(totals, reverse=True), "a staircase down"
+    s = summary(run_file)
+    assert s["final/neurons"] == totals[-1] and s["final/neurons_before"] == 40 and s["final/compression"] > 1
+    assert {"final/val_mse", "final/params", "final/architecture"} <= set(s)
+    c = config(run_file)
+    assert c["model.widths"] == [16, 16, 8] and "rounds" in c and not any(k in c for k in ("config", "architecture", "history"))

@@ -51,3 +51,35 @@ def history(run_file: Path) -> list[dict]:
         if rec.WhichOneof("record_type") == "history":
             rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
     return rows
+
+
+def _updates(run_file: Path, kind: str) -> dict:
+    from wandb.proto import wandb_internal_pb2
+
+    out = {}
+    for raw in records(run_file):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == kind:
+            for item in getattr(rec, kind).update:
+                out[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return out
+
+
+def summary(run_file: Path) -> dict:
+    """The run summary as last written: ``key -> value``."""
+    return _updates(run_file, "summary")
+
+
+def config(run_file: Path) -> dict:
+    """The run config: ``key -> value`` (WandB's own ``_wandb`` entry included): the run
+    record's initial config, then any later config updates."""
+    from wandb.proto import wandb_internal_pb2
+
+    out = {}
+    for raw in records(run_file):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == "run":
+            out.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.run.config.update})
+    return {**out, **_updates(run_file, "config")}

@@ -67,8 +67,7 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
         sources: split name -> ``(x, y)`` tensors or a re-iterable of ``(x, y)`` batches (e.g. a
             DataLoader, streamed: never gathered into one tensor unless a step needs it in
             memory, see :func:`~.pipeline.reduce_network`). ``train`` is required: step 1 checks
-            its inputs. After every step the network is evaluated on ``train``, on ``test`` (or
-            ``val`` when there is no test split) and on ``reference``.
+            its inputs. After every step the network is evaluated on every split given.
         reference: the split automatic mode measures its drop on.
         reference_size: automatic mode's reference set is a seeded subsample of this many
             points (0 = the whole split; a streamed split is then gathered into memory once).
@@ -103,7 +102,7 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
             x_ref, y_ref = ref
         if y_ref is None:
             raise ReductionError(f"automatic mode needs labels, but the '{reference}' batches hold inputs only")
-    shown = ["train", "test" if "test" in sources else "val", reference]
+    shown = ["train", "val", "test", reference]
     evaluated = {name: sources[name] for name in dict.fromkeys(shown) if name in sources}
 
     def evaluator(candidate):
@@ -185,9 +184,10 @@ def run_reduce(ckpt_path: str, cfg: DictConfig) -> tuple[StackModule, ReductionR
     return _reduce_and_save(module, cfg, Path(ckpt_path).with_name(Path(ckpt_path).stem + "_reduced.ckpt"))
 
 
-def reduce_after_training(module: StackModule, cfg: DictConfig) -> tuple[ReductionReport, Path]:
-    """``train.py`` with ``reduce.after_training``: reduce the trained module, save beside
-    final.ckpt, and write the job's ``reduction_report.json`` (every reduction in its history)."""
-    new, report, out = _reduce_and_save(module, cfg, Path(cfg.out_dir) / "final_reduced.ckpt")
+def reduce_after_training(module: StackModule, cfg: DictConfig) -> tuple[StackModule, Path]:
+    """``train.py`` with ``reduce.after_training``: reduce the trained module, save it beside
+    final.ckpt, and write the job's ``reduction_report.json`` (every reduction in its history).
+    Returns the reduced module and its checkpoint's path."""
+    new, _, out = _reduce_and_save(module, cfg, Path(cfg.out_dir) / "final_reduced.ckpt")
     write_reduction_report(Path(cfg.out_dir) / "reduction_report.json", new.history)
-    return report, out
+    return new, out
