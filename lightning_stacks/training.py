@@ -16,12 +16,13 @@ from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
 from . import names
 
-# Lightning 2.6's pytree helper builds torch's LeafSpec, which newer torch marks deprecated: a
-# FutureWarning on every fit from the pairing of the two releases, nothing this package can change.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 from .config import ConfigError, to_container
 from .data import build_datamodule
 from .module import StackModule
+
+# Lightning 2.6's pytree helper builds torch's LeafSpec, which newer torch marks deprecated: a
+# FutureWarning on every fit from the pairing of the two releases, nothing this package can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def wandb_is_configured() -> bool:
