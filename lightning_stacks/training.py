@@ -15,7 +15,6 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
 from . import names
-
 from .config import ConfigError, to_container
 from .data import build_datamodule
 from .module import StackModule
