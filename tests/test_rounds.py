@@ -115,7 +115,7 @@ def test_optimizer_after_reduction_holds_exactly_live_parameters(tmp_path):
 
 
 def test_wandb_offline_run_records_every_reduction_step(tmp_path):
-    from wandb_reader import history
+    from lightning_stacks.wandb_offline import history
 
     proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", ROUNDS, "logger.kind=wandb",
                    "trainer.log_every_n_steps=1", env={"WANDB_API_KEY": "", "WANDB_MODE": ""})
@@ -255,7 +255,7 @@ def test_wandb_dashboard_curves_staircase_summary_and_flat_config(tmp_path):
     """What a dashboard shows: the training metric and the neuron counts at every logging step,
     the reduction steps at their own, strictly later steps (one axis across rounds), the final
     figures in the run summary, and the job's config once, flat."""
-    from wandb_reader import config, history, summary
+    from lightning_stacks.wandb_offline import config, history, summary
 
     proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", ROUNDS, "logger.kind=wandb",
                    env={"WANDB_API_KEY": "", "WANDB_MODE": ""})

@@ -1,4 +1,5 @@
-"""Read the history of an offline WandB run from its ``run-*.wandb`` file (test helper).
+"""Read an offline WandB run (history, summary, config) from its ``run-*.wandb`` file, without an
+account or the network: for plots of the dashboard's curves and for tests.
 
 wandb >= 0.2x no longer ships a Python reader; the file is a LevelDB-style log (a 7-byte
 ``:W&B`` header, then 32 KiB blocks of records framed as crc32 (4) + length (2, LE) + type (1),
@@ -83,3 +84,14 @@ def config(run_file: Path) -> dict:
         if rec.WhichOneof("record_type") == "run":
             out.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.run.config.update})
     return {**out, **_updates(run_file, "config")}
+
+
+def run_file(run_dir: Path) -> Path:
+    """The ``run-*.wandb`` file under a job's out_dir (its newest offline run) or a run folder."""
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return run_dir
+    found = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")) or sorted(run_dir.glob("run-*.wandb"))
+    if not found:
+        raise FileNotFoundError(f"no offline WandB run under {run_dir} (expected wandb/offline-run-*/run-*.wandb)")
+    return found[-1]
