@@ -15,7 +15,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 from _common import ROOT  # noqa: E402, F401  (puts the repo on sys.path)
 
 from lightning_stacks.wandb_offline import history, run_file  # noqa: E402
