@@ -62,6 +62,9 @@ def build_logger(cfg: DictConfig):
         project=cfg.logger.project, name=cfg.logger.name or None, save_dir=str(out),
         offline=(mode == "offline"), mode=mode, config=flat_config(to_container(cfg)),
     )
+    # Lightning passes anonymous=None to wandb.init, and wandb >= 0.2x warns that the (removed)
+    # setting "has no effect" whenever it is given at all: leave it out, it means nothing.
+    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
     return logger
 
 

@@ -99,3 +99,21 @@ def test_resume_single_fit_from_last(tmp_path):
 def test_missing_resume_checkpoint_is_named(tmp_path):
     proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", "ckpt_path=last")
     assert proc.returncode == 2 and "ckpt_path 'last' does not exist" in proc.stderr
+
+
+def test_default_job_is_a_quiet_retrain_reduce_run(tmp_path):
+    """The no-argument job (shrunk here): train, reduce, fine-tune, reduce; the tables and the
+    summary line; no warning of any library on stdout or stderr."""
+    proc = run_cli("train.py", f"out_dir={tmp_path}", "trainer.max_epochs=6", "model.widths=[64,64,64]",
+                   "data.n_train=400", "data.n_val=200", "data.n_test=200", "logger.kind=wandb",
+                   env={"WANDB_API_KEY": "", "WANDB_MODE": ""}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "reduction 1 of 2 (round 0)" in out and "reduction 2 of 2 (round 1)" in out
+    summary = next(line for line in out.splitlines() if line.startswith("neurons 192 -> "))
+    assert "val mse" in summary and "x fewer" in summary or "all removed" in summary
+    assert f"report: {tmp_path}/reduction_report.json" in out
+    assert out.strip().splitlines()[-1].startswith("val_mse=")
+    noise = [line for line in (out + proc.stderr).splitlines()
+             if "warn" in line.lower() or "Tip:" in line or "deprecated" in line.lower()]
+    assert not noise, noise
