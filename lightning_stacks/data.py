@@ -34,6 +34,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .config import DATASETS, ConfigError
+from .errors import LightningStacksError
 from .schedule import Schedule
 
 DATA_ENV = "LIGHTNING_STACKS_DATA"
@@ -52,7 +53,7 @@ MNIST_MIRRORS = (
 TASKS = ("classification", "regression")
 
 
-class DataError(RuntimeError):
+class DataError(LightningStacksError, RuntimeError):
     """Data cannot be found, read, downloaded or understood; the message says where and why."""
 
 

@@ -23,6 +23,7 @@ import torchmetrics
 
 from . import names
 from .config import from_container
+from .errors import LightningStacksError
 from .evaluation import targets_for
 from .model import DeepStackNetwork
 from .schedule import Schedule
@@ -32,7 +33,7 @@ DATA_KEY = "data_info"
 TASKS = ("classification", "regression")
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(LightningStacksError):
     """The training loss stopped being finite."""
 
 
@@ -67,6 +68,7 @@ class StackModule(pl.LightningModule):
         if info.get("task") not in TASKS:
             raise ValueError(f"data_info task={info.get('task')!r} is not one of: {', '.join(TASKS)}")
         self.task = info["task"]
+        self._check_memory(info, architecture)
         if architecture is None:
             m = self.cfg.model
             self.net = DeepStackNetwork.from_variant(info["input_dim"], m.widths, m.bottleneck, info["output_dim"], m.variant)
@@ -98,6 +100,21 @@ class StackModule(pl.LightningModule):
             # torchmetrics' MeanSquaredError would average over outputs too.
             self.val_metric = torchmetrics.MeanMetric()
             self.test_metric = torchmetrics.MeanMetric()
+
+    def _check_memory(self, info: dict, architecture: dict | None) -> None:
+        """Refuse a network that cannot fit before allocating it (training needs 4 copies of the
+        weights: weights, gradients and Adam's two moments; a checkpoint's network 2)."""
+        from .model import VARIANT_SKIP, parameter_count
+        from .resources import check_fits
+
+        t = self.cfg.trainer
+        if architecture is None:
+            m = self.cfg.model
+            n = parameter_count(info["input_dim"], m.widths, list(m.bottleneck) + [info["output_dim"]], VARIANT_SKIP.get(m.variant, "affine"))
+            check_fits(n, t.precision, 4, f"model.widths={list(m.widths)}", t.accelerator)
+        elif all(k in architecture for k in ("input_dim", "widths", "dims", "skips")):
+            n = parameter_count(architecture["input_dim"], architecture["widths"], architecture["dims"], architecture["skips"])
+            check_fits(n, t.precision, 2, f"the stored architecture (widths {list(architecture['widths'])})", t.accelerator)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, config: dict | None = None, **unused) -> StackModule:
