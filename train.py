@@ -15,28 +15,42 @@ from __future__ import annotations
 
 import sys
 
-from lightning_stacks.checkpoint import CheckpointError
 from lightning_stacks.cli import split_args
-from lightning_stacks.config import ConfigError, load_config
-from lightning_stacks.data import DataError
-from lightning_stacks.reduction.pipeline import ReductionError
+from lightning_stacks.config import load_config
+from lightning_stacks.errors import LightningStacksError, one_line
 
 
 def main(argv: list[str]) -> int:
     try:
         path, overrides = split_args(argv)
         cfg = load_config(path, overrides)
-        if cfg.rounds:
-            from lightning_stacks.rounds import run_rounds  # heavy imports after arg checks
+        from lightning_stacks.rundir import check_out_dir, is_launch_rank_zero, out_dir_lock
 
-            module, metrics, trainer = run_rounds(cfg)
-        else:
-            from lightning_stacks.training import run_training
-
-            module, metrics, trainer = run_training(cfg)
-    except (ConfigError, DataError, CheckpointError, ReductionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if is_launch_rank_zero():
+            check_out_dir(cfg)
+        with out_dir_lock(cfg.out_dir):  # held by rank 0 for the whole job: a second job here is refused
+            run(cfg)
+    except LightningStacksError as err:  # a bad input: one line naming it and the fix; anything else is a bug
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    return 0
+
+
+def run(cfg) -> None:
+    """Train (or run the rounds), then on rank 0 print the widths, the metrics and, with
+    ``reduce.after_training``, reduce."""
+    if cfg.reduce.after_training and not cfg.rounds:
+        from lightning_stacks.reduction.job import after_training_output
+
+        after_training_output(cfg)  # refuse a reduced output that would replace a file, before training
+    if cfg.rounds:
+        from lightning_stacks.rounds import run_rounds  # heavy imports after arg checks
+
+        module, metrics, trainer = run_rounds(cfg)
+    else:
+        from lightning_stacks.training import run_training
+
+        module, metrics, trainer = run_training(cfg)
     if trainer is None or trainer.is_global_zero:  # None: every round had already finished
         widths = "/".join(str(n) for n in module.net.widths)
         print(f"neurons per stack: {widths} (total {sum(module.net.widths)})")
@@ -50,7 +64,6 @@ def main(argv: list[str]) -> int:
         val_key = next((k for k in metrics if k.startswith("val_")), list(metrics)[-1])
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != val_key))
         print(f"{val_key}={metrics[val_key]:.4f}")
-    return 0
 
 
 if __name__ == "__main__":
