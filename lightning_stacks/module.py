@@ -236,13 +236,16 @@ class StackModule(pl.LightningModule):
             self.schedule.total_epochs = int(self.trainer.max_epochs)
 
     def check_finite(self) -> None:
-        """Raise :class:`TrainingDiverged` if a training loss of this epoch was NaN or infinite
-        (the checkpoint callback asks before it writes, so the last good checkpoint is kept)."""
-        if bool(self._nonfinite):
+        """Raise :class:`TrainingDiverged` if a training loss of this epoch was NaN or infinite, or a
+        weight or a validation output is now (validation runs before this check at the end of an epoch;
+        the checkpoint callback asks before it writes, so the last good checkpoint is kept)."""
+        # the weights too: the last step of an epoch can turn them non-finite after a finite loss
+        bad_weights = not bool(torch.stack([torch.isfinite(p).all() for p in self.net.parameters()]).all())  # one sync
+        if bool(self._nonfinite) or bad_weights:
             self._nonfinite.zero_()
             raise TrainingDiverged(
-                f"the training loss became NaN or infinite in epoch {self.current_epoch}: training stopped (the last "
-                "checkpoint holds the previous epoch); lower optim.lr, check the data for NaN/Inf, or check init_from")
+                f"the training loss, the weights or the validation outputs became NaN or infinite in epoch {self.current_epoch}: training stopped (the last good "
+                "checkpoint, if any, is kept); lower optim.lr, check the data for NaN/Inf, or check init_from")
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
@@ -287,6 +290,9 @@ class StackModule(pl.LightningModule):
     def _eval_step(self, batch, metric, name: str) -> None:
         x, y = batch
         out = self(x)
+        if metric is self.val_metric and self._trainer is not None and self.trainer.state.fn == "fit":
+            # validation inside a fit (sanity check included): checked at the epoch end, no host sync here
+            self._nonfinite = self._nonfinite.to(out.device) | ~torch.isfinite(out.detach()).all()
         y = targets_for(out, y, self.task)
         if self.task == "classification":
             metric.update(out, y)
