@@ -28,7 +28,7 @@ def _load_failure(err: Exception) -> str:
     text = str(err)
     m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if m:
-        return f"it would load the Python object {m.group(1)}; only tensors and plain data are loaded, so nothing ran"
+        return f"refused: it would load the Python object {m.group(1)}; only tensors and plain data are loaded, so nothing ran"
     if "central directory" in text or "PytorchStreamReader" in text or isinstance(err, EOFError):
         return "the file is truncated or damaged; copy or write it again"
     first = text.strip().splitlines()[0] if text.strip() else ""

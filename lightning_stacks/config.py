@@ -448,6 +448,8 @@ def validate(cfg: DictConfig) -> None:
     """Check values that types alone cannot (choices, lengths, ranges)."""
     m, d, s = cfg.model, cfg.data, cfg.schedule
     _check_finite(cfg)
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32), got {cfg.seed}")
     _choice(m.variant, VARIANTS, "model.variant")
     _choice(cfg.trainer.accelerator, ACCELERATORS, "trainer.accelerator")
     _choice(str(cfg.trainer.precision), PRECISIONS, "trainer.precision")
