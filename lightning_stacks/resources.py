@@ -33,6 +33,14 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.1f} GB"
 
 
+def check_bytes(need: int, what: str, fix: str) -> None:
+    """Refuse (ConfigError with the byte count) ``need`` bytes of CPU memory when fewer are available."""
+    free = available_bytes("cpu")
+    if free is not None and need > free:
+        raise ConfigError(f"{what} needs about {need} bytes ({_gb(need)}), more than the {free} bytes ({_gb(free)}) "
+                          f"of CPU memory available; {fix}")
+
+
 def check_fits(n_params: int, precision: str, copies: int, what: str, accelerator: str = "cpu") -> None:
     """Refuse (ConfigError with the byte count) a network of ``n_params`` parameters whose
     ``copies`` copies at ``precision`` exceed the memory available on the CPU (where it is built)

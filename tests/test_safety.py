@@ -269,6 +269,7 @@ def test_temp_checkpoint_names_are_per_process(tmp_path):
     (["seed=-1"], r"seed must be in \[0, 2\*\*32\)"),
     (["model.widths=[1.5,2,2]"], r"bad value for config key 'model.widths\[0\]'"),
     (["model.widths=[10000000000,16,8]"], r"needs about \d+ bytes \(\d+\.\d GB.*more than the \d+ bytes.*use smaller model.widths"),
+    (["data.n_train=10000000000000"], r"data.n_train/n_val/n_test=10000000000000/32/32 needs about \d+ bytes .*use fewer points"),
 ])
 def test_bad_settings_are_refused_in_one_line(args, pattern, tmp_path):
     rc, err = call(TRAIN, DEBUG, f"out_dir={tmp_path / 'run'}", *FAST, *args)
