@@ -16,21 +16,23 @@ import sys
 
 
 def main(argv: list[str]) -> int:
-    from lightning_stacks.checkpoint import CheckpointError, read_checkpoint
+    from lightning_stacks.checkpoint import read_checkpoint
     from lightning_stacks.cli import split_args
     from lightning_stacks.config import ConfigError, load_config
-    from lightning_stacks.data import DataError
-    from lightning_stacks.reduction.pipeline import ReductionError
+    from lightning_stacks.errors import LightningStacksError, one_line
 
     try:
         ckpt, path, overrides = split_args(argv, positional=1)
         base = read_checkpoint(ckpt)["hyper_parameters"]["config"]
+        if not isinstance(base, dict):
+            raise ConfigError(f"{ckpt}: its stored config is not a mapping; it is not a lightning_stacks checkpoint")
+        base = {k: v for k, v in base.items() if k != "overwrite"}  # only this command line may allow overwriting
         cfg = load_config(path, overrides, base=base)
         from lightning_stacks.reduction.job import run_reduce
 
         module, report, out = run_reduce(ckpt, cfg)
-    except (ConfigError, CheckpointError, DataError, ReductionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except LightningStacksError as err:  # a bad input: one line naming it and the fix; anything else is a bug
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print()
     print(report.table())

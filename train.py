@@ -18,11 +18,9 @@ from __future__ import annotations
 import sys
 import time
 
-from lightning_stacks.checkpoint import CheckpointError
 from lightning_stacks.cli import split_args
-from lightning_stacks.config import ConfigError, load_config
-from lightning_stacks.data import DataError
-from lightning_stacks.reduction.pipeline import ReductionError
+from lightning_stacks.config import load_config
+from lightning_stacks.errors import LightningStacksError, one_line
 
 
 def main(argv: list[str]) -> int:
@@ -33,17 +31,33 @@ def main(argv: list[str]) -> int:
     try:
         path, overrides = split_args(argv)
         cfg = load_config(path, overrides)
-        if cfg.rounds:
-            from lightning_stacks.rounds import run_rounds  # heavy imports after arg checks
+        from lightning_stacks.rundir import check_out_dir, is_launch_rank_zero, out_dir_lock
 
-            module, metrics, trainer = run_rounds(cfg)
-        else:
-            from lightning_stacks.training import run_training
-
-            module, metrics, trainer = run_training(cfg)
-    except (ConfigError, DataError, CheckpointError, ReductionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if is_launch_rank_zero():
+            check_out_dir(cfg)
+        with out_dir_lock(cfg.out_dir):  # held by rank 0 for the whole job: a second job here is refused
+            run(cfg, started)
+    except LightningStacksError as err:  # a bad input: one line naming it and the fix; anything else is a bug
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    return 0
+
+
+def run(cfg, started: float) -> None:
+    """Train (or run the rounds); with ``reduce.after_training``, reduce; then on rank 0 print
+    every reduction's table, the summary line and the metrics (``started``: the job's start)."""
+    if cfg.reduce.after_training and not cfg.rounds:
+        from lightning_stacks.reduction.job import after_training_output
+
+        after_training_output(cfg)  # refuse a reduced output that would replace a file, before training
+    if cfg.rounds:
+        from lightning_stacks.rounds import run_rounds  # heavy imports after arg checks
+
+        module, metrics, trainer = run_rounds(cfg)
+    else:
+        from lightning_stacks.training import run_training
+
+        module, metrics, trainer = run_training(cfg)
     if trainer is None or trainer.is_global_zero:  # None: every round had already finished
         if cfg.reduce.after_training and not cfg.rounds:
             from lightning_stacks.reduction.job import reduce_after_training
@@ -58,7 +72,6 @@ def main(argv: list[str]) -> int:
         val_key = next((k for k in metrics if k.startswith("val_")), list(metrics)[-1])
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != val_key))
         print(f"{val_key}={metrics[val_key]:.4f}")
-    return 0
 
 
 def quiet_lightning() -> None:

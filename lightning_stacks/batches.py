@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import LightningStacksError
+
 Source = Any  # torch.Tensor | tuple[torch.Tensor, torch.Tensor] | Iterable of batches
+
+
+class BatchError(LightningStacksError):
+    """A batch of a data source is malformed or holds non-finite values."""
 
 
 def _is_pair(source: Any) -> bool:
@@ -40,25 +46,30 @@ def _split(batch: Any, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return batch, None
     if isinstance(batch, dict):
         if "x" not in batch:
-            raise ValueError(f"batch {i} is a dict without key 'x' (keys: {sorted(map(str, batch))}); "
+            raise BatchError(f"batch {i} is a dict without key 'x' (keys: {sorted(map(str, batch))}); "
                              "a dict batch needs 'x' and, for labels, 'y'")
         x, y = batch["x"], batch.get("y")
     elif isinstance(batch, tuple | list) and len(batch) >= 1:
         x, y = batch[0], (batch[1] if len(batch) >= 2 else None)
     else:
-        raise ValueError(f"batch {i} is a {type(batch).__name__}; a batch must be a tensor x, a tuple/list "
+        raise BatchError(f"batch {i} is a {type(batch).__name__}; a batch must be a tensor x, a tuple/list "
                          "(x, y, ...) or a dict with keys 'x' and 'y'")
     if not isinstance(x, torch.Tensor) or (y is not None and not isinstance(y, torch.Tensor)):
-        raise ValueError(f"batch {i} holds {type(x).__name__} inputs and {type(y).__name__} labels; both must be tensors")
+        raise BatchError(f"batch {i} holds {type(x).__name__} inputs and {type(y).__name__} labels; both must be tensors")
     return x, y
 
 
 def _check(x: torch.Tensor, y: torch.Tensor | None, i: int, width: int | None) -> None:
     if x.dim() != 2 or (width is not None and x.shape[1] != width):
         expect = f"(batch, {width})" if width is not None else "(batch, d)"
-        raise ValueError(f"batch {i} has inputs of shape {tuple(x.shape)}; the network expects {expect}")
+        raise BatchError(f"batch {i} has inputs of shape {tuple(x.shape)}; the network expects {expect}")
     if y is not None and (y.dim() == 0 or y.shape[0] != x.shape[0]):
-        raise ValueError(f"batch {i} has {x.shape[0]} inputs but labels of shape {tuple(y.shape)}")
+        raise BatchError(f"batch {i} has {x.shape[0]} inputs but labels of shape {tuple(y.shape)}")
+    # one reduction per batch, on data that is being read anyway: NaN/Inf never pass silently
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise BatchError(f"batch {i} holds NaN or infinite inputs; remove or fix those rows")
+    if y is not None and y.is_floating_point() and not bool(torch.isfinite(y).all()):
+        raise BatchError(f"batch {i} holds NaN or infinite labels; remove or fix those rows")
 
 
 def _batches(source: Source, width: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -70,7 +81,7 @@ def _batches(source: Source, width: int | None) -> Iterator[tuple[torch.Tensor, 
     elif isinstance(source, Iterable):
         items = source
     else:
-        raise ValueError(f"a data source must be a tensor, an (x, y) tuple of tensors or an iterable of batches, "
+        raise BatchError(f"a data source must be a tensor, an (x, y) tuple of tensors or an iterable of batches, "
                          f"got {type(source).__name__}")
     for i, batch in enumerate(items):
         x, y = _split(batch, i)
@@ -110,10 +121,10 @@ def iter_pairs(source: Source, chunk: int, device: torch.device | str | None = N
         (x (B, d), y (B, ...)) with 1 <= B <= chunk.
     """
     if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+        raise BatchError(f"chunk must be >= 1, got {chunk}")
     for i, (x, y) in enumerate(_batches(source, width)):
         if y is None and need_labels:
-            raise ValueError(f"batch {i} has no labels; this needs (x, y) batches")
+            raise BatchError(f"batch {i} has no labels; this needs (x, y) batches")
         # one batch on the device at a time; slices of it are views, so splitting costs nothing
         x = x.to(device=device, dtype=dtype)
         y = y.to(device) if y is not None else None
@@ -160,7 +171,7 @@ def reservoir_sample(source: Source, k: int, seed: int = 0, width: int | None = 
         (x (k, d), y (k, ...) or None when the batches carry no labels), on the batches' device.
     """
     if k < 0:
-        raise ValueError(f"sample size k must be >= 0, got {k}")
+        raise BatchError(f"sample size k must be >= 0, got {k}")
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
     keys = np.empty(0, dtype=np.uint64)
@@ -171,7 +182,7 @@ def reservoir_sample(source: Source, k: int, seed: int = 0, width: int | None = 
         if has_labels is None:
             has_labels = y is not None
         elif has_labels != (y is not None):
-            raise ValueError(f"batch {i} {'has' if y is not None else 'lacks'} labels, unlike batch 0")
+            raise BatchError(f"batch {i} {'has' if y is not None else 'lacks'} labels, unlike batch 0")
         if k == 0:  # everything
             xs.append(x)
             if y is not None:

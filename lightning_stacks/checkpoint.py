@@ -14,10 +14,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from .errors import LightningStacksError
+
 REQUIRED_HPARAMS = ("config", "architecture")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LightningStacksError):
     """The file is missing, unreadable or not a lightning_stacks checkpoint."""
 
 
@@ -26,7 +28,9 @@ def _load_failure(err: Exception) -> str:
     text = str(err)
     m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if m:
-        return f"it would load the Python object {m.group(1)}; only tensors and plain data are loaded, so nothing ran"
+        return f"refused: it would load the Python object {m.group(1)}; only tensors and plain data are loaded, so nothing ran"
+    if "central directory" in text or "PytorchStreamReader" in text or isinstance(err, EOFError):
+        return "the file is truncated or damaged; copy or write it again"
     first = text.strip().splitlines()[0] if text.strip() else ""
     return f"{type(err).__name__}: {first[:200]}"
 
@@ -58,6 +62,22 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def check_finite_weights(state_dict: dict, path: str | Path) -> None:
+    """Refuse (CheckpointError naming the parameter) weights holding NaN or infinite values."""
+    for name, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: parameter '{name}' holds NaN or infinite values (the network had diverged "
+                                  "when it was saved); use an earlier checkpoint of that run")
+
+
+def read_resume_checkpoint(path: str | Path) -> dict:
+    """A checkpoint to resume a fit from (``ckpt_path``), checked before Lightning reads it:
+    readable with ``weights_only=True``, ours, with finite weights."""
+    ckpt = read_checkpoint(path)
+    check_finite_weights(ckpt["state_dict"], path)
+    return ckpt
+
+
 def load_module(path: str | Path, config: dict | None = None):
     """A :class:`StackModule` from ``path``; ``config`` (a plain dict) replaces the stored config
     (e.g. to point ``data.root`` elsewhere) while the architecture stays the checkpoint's."""
@@ -65,6 +85,9 @@ def load_module(path: str | Path, config: dict | None = None):
 
     ckpt = read_checkpoint(path)
     hp = ckpt["hyper_parameters"]
+    if not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{path} is not a lightning_stacks checkpoint: its state_dict is not a mapping")
+    check_finite_weights(ckpt["state_dict"], path)
     try:
         info = hp.get("data_info")
         if config is not None and config.get("data", {}).get("name") != hp["config"].get("data", {}).get("name"):
@@ -72,9 +95,9 @@ def load_module(path: str | Path, config: dict | None = None):
         module = StackModule(config if config is not None else hp["config"], architecture=hp["architecture"],
                              history=hp.get("history"), data_info=info)
         module.load_state_dict(ckpt["state_dict"], strict=True)
-    except (RuntimeError, KeyError) as err:
+    except (RuntimeError, KeyError, TypeError, AttributeError) as err:  # a damaged or hand-made checkpoint
         raise CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from None
-    except ValueError as err:  # e.g. the data set named in the config does not fit the network
+    except ValueError as err:  # e.g. the data set named in the config does not fit the network, or memory
         raise CheckpointError(f"{path}: {err}") from None
     return module
 

@@ -8,12 +8,16 @@ override the YAML. Unknown keys and values of the wrong type are refused with a
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from .errors import LightningStacksError
 
 VARIANTS = ("stack", "simplified", "plain")
 DATASETS = ("sine", "mnist", "digits", "csv", "npz", "module")
@@ -21,9 +25,11 @@ FILE_DATASETS = ("csv", "npz")
 DATA_TASKS = ("auto", "classification", "regression")
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("auto", "offline", "online", "disabled")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "64-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "32", "64", "16", "bf16")
 
 
-class ConfigError(ValueError):
+class ConfigError(LightningStacksError):
     """A configuration value or key is invalid; the message names it and the valid choices."""
 
 
@@ -331,10 +337,18 @@ class Config:
     ``last``). ``init_from``: start a new fit
     from a checkpoint's architecture and weights (e.g. fine-tune a reduced network) with this
     config's optimizer and schedule; its reduction history is carried on.
+
+    ``overwrite``: nothing a job did not ask to replace is replaced. ``train.py`` refuses an
+    ``out_dir`` that holds a finished or interrupted single fit (``final.ckpt`` or
+    ``checkpoints/last.ckpt``; resume one with ``ckpt_path=last``) and ``reduce.py`` refuses an
+    existing reduced checkpoint or report, unless ``overwrite=true``. It is never read from a
+    checkpoint's stored config. A job holds ``out_dir/.lock`` while it runs, so a second job on
+    the same ``out_dir`` is refused whatever ``overwrite`` says.
     """
 
     seed: int = 0
     out_dir: str = "runs/default"
+    overwrite: bool = False
     ckpt_path: str = ""
     init_from: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -399,16 +413,54 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = OmegaConf.load(path)
+        try:
+            loaded = OmegaConf.load(path)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML ({_yaml_reason(err)}); fix the syntax there") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be read ({type(err).__name__}: {err})") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(loaded).__name__}")
         cfg = _merge(cfg, loaded, schema, str(path))
     for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value")
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), schema, f"override '{item}'")
+        key = item.partition("=")[0]
+        if "=" not in item or not key or any(not part.strip() or part != part.strip() for part in key.split(".")):
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_epochs=3)")
+        try:
+            dot = OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': the value is not valid YAML ({_yaml_reason(err)}); "
+                              "quote it or fix the brackets, e.g. model.widths=[16,16]") from None
+        cfg = _merge(cfg, dot, schema, f"override '{item}'")
     validate(cfg)
     return cfg
+
+
+def _yaml_reason(err: Exception) -> str:
+    """A YAML error's problem and place, one line."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+def _nonfinite(node: Any, path: str) -> list[str]:
+    """Dotted keys under ``node`` (a plain container) whose value is a NaN or infinite float."""
+    if isinstance(node, float):
+        return [] if math.isfinite(node) else [path]
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _nonfinite(v, f"{path}.{key}" if path else str(key))]
+    if isinstance(node, list):
+        return [k for i, v in enumerate(node) for k in _nonfinite(v, f"{path}[{i}]")]
+    return []
+
+
+def _check_finite(cfg: DictConfig) -> None:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain["data"].pop("kwargs", None)  # the user's DataModule's own arguments: its business
+    bad = _nonfinite(plain, "")
+    if bad:
+        raise ConfigError(f"{bad[0]} must be a finite number, got {OmegaConf.select(cfg, bad[0])}; "
+                          "give a finite value (NaN and infinity are refused)")
 
 
 def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
@@ -419,7 +471,12 @@ def _choice(value: str, allowed: tuple[str, ...], key: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check values that types alone cannot (choices, lengths, ranges)."""
     m, d, s = cfg.model, cfg.data, cfg.schedule
+    _check_finite(cfg)
+    if not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be in [0, 2**32), got {cfg.seed}")
     _choice(m.variant, VARIANTS, "model.variant")
+    _choice(cfg.trainer.accelerator, ACCELERATORS, "trainer.accelerator")
+    _choice(str(cfg.trainer.precision), PRECISIONS, "trainer.precision")
     if d.module and d.name == DataConfig.name:
         d.name = "module"  # the default name counts as unset: data.module alone selects it
     _choice(d.name, DATASETS, "data.name")

@@ -34,6 +34,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .config import DATASETS, ConfigError
+from .errors import LightningStacksError
 from .schedule import Schedule
 
 DATA_ENV = "LIGHTNING_STACKS_DATA"
@@ -52,7 +53,7 @@ MNIST_MIRRORS = (
 TASKS = ("classification", "regression")
 
 
-class DataError(RuntimeError):
+class DataError(LightningStacksError, RuntimeError):
     """Data cannot be found, read, downloaded or understood; the message says where and why."""
 
 
@@ -218,6 +219,12 @@ class SineDataModule(TensorDataModule):
     output_dim = 7
 
     def load(self):
+        from .resources import check_bytes
+
+        c = self.cfg
+        rows = c.n_train + c.n_val + c.n_test
+        check_bytes(rows * (self.input_dim + self.output_dim) * 4 * 3, f"data.n_train/n_val/n_test={c.n_train}/{c.n_val}/{c.n_test}",
+                    "use fewer points")  # x, y and the temporaries that build them, float32
         g = torch.Generator().manual_seed(12345 + self.seed)
         out = {}
         for name, n in (("train", self.cfg.n_train), ("val", self.cfg.n_val), ("test", self.cfg.n_test)):

@@ -6,6 +6,11 @@ import torch
 from torch import nn
 
 from .batches import Source, iter_pairs
+from .errors import LightningStacksError
+
+
+class TargetError(LightningStacksError):
+    """Labels or targets do not fit the network's outputs or the task."""
 
 
 @torch.no_grad()
@@ -22,13 +27,13 @@ def targets_for(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     as it is, ``out - y`` would broadcast to (B, B) and give a silently wrong loss)."""
     if task == "classification":
         if y.dim() != 1 or y.shape[0] != out.shape[0] or torch.is_floating_point(y):
-            raise ValueError(f"classification labels must be integer class indices of shape ({out.shape[0]},), "
+            raise TargetError(f"classification labels must be integer class indices of shape ({out.shape[0]},), "
                              f"got {y.dtype} of shape {tuple(y.shape)}")
         return y
     if y.dim() == 1 and out.dim() == 2 and out.shape[1] == 1 and y.shape[0] == out.shape[0]:
         return y[:, None]
     if y.shape != out.shape:
-        raise ValueError(f"regression targets must have the outputs' shape {tuple(out.shape)}, got {tuple(y.shape)}")
+        raise TargetError(f"regression targets must have the outputs' shape {tuple(out.shape)}, got {tuple(y.shape)}")
     return y
 
 
@@ -60,7 +65,7 @@ def evaluate_source(net: nn.Module, source: Source, task: str, batch_size: int =
         The metric as a float (nan when the source holds no rows).
     """
     if task not in ("classification", "regression"):
-        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        raise TargetError(f"task must be 'classification' or 'regression', got {task!r}")
     p = next(net.parameters())
     total_err = torch.zeros((), dtype=torch.float64, device=p.device)  # correct count or squared error
     rows = 0

@@ -162,6 +162,22 @@ def _stack_layers(stack: Stack) -> list[_Affine | None]:
     return [first, None, second]
 
 
+def parameter_count(input_dim: int, widths: Sequence[int], dims: Sequence[int], skips: str | Sequence[str] = "affine") -> int:
+    """Number of parameters of ``DeepStackNetwork(input_dim, widths, dims, skips)``, computed
+    without building it (to refuse a network that cannot fit before allocating it)."""
+    if isinstance(skips, str):
+        skips = [skips] * len(widths)
+    total = 0
+    for d_in, n, d_out, skip in zip([int(input_dim)] + [int(d) for d in dims[:-1]], widths, dims, skips, strict=False):
+        n, d_out = int(n), int(d_out)
+        total += n * d_in + n + d_out * n + d_out  # V, b, W, c
+        if skip == "affine":
+            total += min(d_in, d_out) * (d_in + d_out)  # A1 (m, d_in), A2 (d_out, m)
+        elif skip == "direct":
+            total += d_out * d_in  # S
+    return total
+
+
 class DeepStackNetwork(nn.Module):
     """A sequence of stacks, ``input_dim -> dims[0] -> ... -> dims[-1]``.
 

@@ -23,6 +23,7 @@ import torchmetrics
 
 from . import names
 from .config import from_container
+from .errors import LightningStacksError
 from .evaluation import targets_for
 from .model import DeepStackNetwork
 from .schedule import Schedule
@@ -32,7 +33,7 @@ DATA_KEY = "data_info"
 TASKS = ("classification", "regression")
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(LightningStacksError):
     """The training loss stopped being finite."""
 
 
@@ -67,6 +68,7 @@ class StackModule(pl.LightningModule):
         if info.get("task") not in TASKS:
             raise ValueError(f"data_info task={info.get('task')!r} is not one of: {', '.join(TASKS)}")
         self.task = info["task"]
+        self._check_memory(info, architecture)
         if architecture is None:
             m = self.cfg.model
             self.net = DeepStackNetwork.from_variant(info["input_dim"], m.widths, m.bottleneck, info["output_dim"], m.variant)
@@ -100,6 +102,21 @@ class StackModule(pl.LightningModule):
             # torchmetrics' MeanSquaredError would average over outputs too.
             self.val_metric = torchmetrics.MeanMetric()
             self.test_metric = torchmetrics.MeanMetric()
+
+    def _check_memory(self, info: dict, architecture: dict | None) -> None:
+        """Refuse a network that cannot fit before allocating it (training needs 4 copies of the
+        weights: weights, gradients and Adam's two moments; a checkpoint's network 2)."""
+        from .model import VARIANT_SKIP, parameter_count
+        from .resources import check_fits
+
+        t = self.cfg.trainer
+        if architecture is None:
+            m = self.cfg.model
+            n = parameter_count(info["input_dim"], m.widths, list(m.bottleneck) + [info["output_dim"]], VARIANT_SKIP.get(m.variant, "affine"))
+            check_fits(n, t.precision, 4, f"model.widths={list(m.widths)}", t.accelerator)
+        elif all(k in architecture for k in ("input_dim", "widths", "dims", "skips")):
+            n = parameter_count(architecture["input_dim"], architecture["widths"], architecture["dims"], architecture["skips"])
+            check_fits(n, t.precision, 2, f"the stored architecture (widths {list(architecture['widths'])})", t.accelerator)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, config: dict | None = None, **unused) -> StackModule:
@@ -221,13 +238,16 @@ class StackModule(pl.LightningModule):
             self.schedule.total_epochs = int(self.trainer.max_epochs)
 
     def check_finite(self) -> None:
-        """Raise :class:`TrainingDiverged` if a training loss of this epoch was NaN or infinite
-        (the checkpoint callback asks before it writes, so the last good checkpoint is kept)."""
-        if bool(self._nonfinite):
+        """Raise :class:`TrainingDiverged` if a training loss of this epoch was NaN or infinite, or a
+        weight or a validation output is now (validation runs before this check at the end of an epoch;
+        the checkpoint callback asks before it writes, so the last good checkpoint is kept)."""
+        # the weights too: the last step of an epoch can turn them non-finite after a finite loss
+        bad_weights = not bool(torch.stack([torch.isfinite(p).all() for p in self.net.parameters()]).all())  # one sync
+        if bool(self._nonfinite) or bad_weights:
             self._nonfinite.zero_()
             raise TrainingDiverged(
-                f"the training loss became NaN or infinite in epoch {self.current_epoch}: training stopped (the last "
-                "checkpoint holds the previous epoch); lower optim.lr, check the data for NaN/Inf, or check init_from")
+                f"the training loss, the weights or the validation outputs became NaN or infinite in epoch {self.current_epoch}: training stopped (the last good "
+                "checkpoint, if any, is kept); lower optim.lr, check the data for NaN/Inf, or check init_from")
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
@@ -279,6 +299,9 @@ class StackModule(pl.LightningModule):
     def _eval_step(self, batch, metric, name: str) -> None:
         x, y = batch
         out = self(x)
+        if metric is self.val_metric and self._trainer is not None and self.trainer.state.fn == "fit":
+            # validation inside a fit (sanity check included): checked at the epoch end, no host sync here
+            self._nonfinite = self._nonfinite.to(out.device) | ~torch.isfinite(out.detach()).all()
         y = targets_for(out, y, self.task)
         if self.task == "classification":
             metric.update(out, y)

@@ -29,6 +29,7 @@ from .reduction.job import (
     write_reduction_report,
 )
 from .reduction.pipeline import ReductionError
+from .rundir import check_out_dir, is_launch_rank_zero
 from .training import (
     build_logger,
     build_trainer,
@@ -60,6 +61,8 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         raise ConfigError("run_rounds needs a non-empty 'rounds' list")
     if cfg.ckpt_path:
         raise ConfigError("a job with rounds resumes by itself (rerun the same command); ckpt_path is for single fits")
+    if is_launch_rank_zero():
+        check_out_dir(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.out_dir)
     rounds_dir = out / "rounds"

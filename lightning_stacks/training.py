@@ -11,13 +11,17 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 
 from . import names
 from .config import ConfigError, to_container
 from .data import build_datamodule
+from .errors import one_line
 from .module import StackModule
+from .rundir import check_out_dir, is_launch_rank_zero
 
 # Lightning 2.6's pytree helper builds torch's LeafSpec, which newer torch marks deprecated: a
 # FutureWarning on every fit from the pairing of the two releases, nothing this package can change.
@@ -142,22 +146,39 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
 
     t = cfg.trainer
     out = Path(cfg.out_dir)
+    check_accelerator(t.accelerator)
+    devices = parse_devices(t.devices)
     ckpt = AtomicLastCheckpoint(ckpt_dir or out / "checkpoints")
     bars = {"epochs": lambda: EpochProgressBar(desc), "rich": RichProgressBar, "tqdm": lambda: TQDMProgressBar(refresh_rate=20)}
     show_bar = t.enable_progress_bar and not cfg.logger.quiet
     cbs = [ckpt] + ([bars[t.progress_bar]()] if show_bar else []) + list(callbacks or [])
     log_every = max(1, min(t.log_every_n_steps, steps_per_epoch)) if steps_per_epoch else t.log_every_n_steps
-    return pl.Trainer(
+    logger = build_logger(cfg) if logger is None else logger
+    kwargs = dict(
         max_epochs=t.max_epochs,
-        accelerator=t.accelerator, devices=parse_devices(t.devices), strategy=t.strategy,
+        accelerator=t.accelerator, devices=devices, strategy=t.strategy,
         num_nodes=t.num_nodes, precision=t.precision, log_every_n_steps=log_every,
         enable_progress_bar=show_bar, gradient_clip_val=t.gradient_clip_val or None,
         deterministic=t.deterministic, check_val_every_n_epoch=t.check_val_every_n_epoch,
         reload_dataloaders_every_n_epochs=1,  # the batch size grows per epoch
         use_distributed_sampler=False,  # TensorBatchLoader shards itself by rank
         default_root_dir=str(out), callbacks=cbs, enable_checkpointing=False, enable_model_summary=False,
-        logger=build_logger(cfg) if logger is None else logger, **overrides,
+        logger=logger,
     )
+    try:
+        return pl.Trainer(**{**kwargs, **overrides})
+    except (MisconfigurationException, ValueError, TypeError) as err:  # Lightning's checks of the trainer.* values
+        raise ConfigError(f"Lightning refused the trainer settings (accelerator={t.accelerator}, devices={t.devices}, "
+                          f"strategy={t.strategy}, num_nodes={t.num_nodes}, precision={t.precision}): {one_line(err)}; "
+                          "fix those trainer.* keys") from None
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Refuse a GPU accelerator on a machine without one (before Lightning's own error)."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        mps = getattr(torch.backends, "mps", None)
+        if accelerator == "cuda" or mps is None or not mps.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator} but no GPU is available; use auto or cpu")
 
 
 def fewest_steps_per_epoch(dm, cfg: DictConfig) -> int | None:
@@ -219,7 +240,7 @@ def initial_module(cfg: DictConfig, dm=None) -> StackModule:
 
     dm = dm if dm is not None else build_datamodule(cfg.data, seed=cfg.seed)
     info = describe_data(dm)
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+    if is_launch_rank_zero():
         print(data_summary(info), flush=True)
     return StackModule(to_container(cfg), data_info=info)
 
@@ -262,17 +283,24 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.init_from and cfg.ckpt_path:
         raise ConfigError("give init_from (start a new fit from weights) or ckpt_path (resume a fit), not both")
+    if is_launch_rank_zero():
+        check_out_dir(cfg)
+    ckpt_path = cfg.ckpt_path or None
+    if ckpt_path == "last":
+        ckpt_path = str(Path(cfg.out_dir) / "checkpoints" / "last.ckpt")
+    if ckpt_path:
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path '{cfg.ckpt_path}' does not exist (looked for {ckpt_path})")
+        from .checkpoint import read_resume_checkpoint
+
+        read_resume_checkpoint(ckpt_path)  # refuse a damaged, foreign or diverged file before Lightning reads it
+    check_accelerator(cfg.trainer.accelerator)
     dm = build_datamodule(cfg.data, seed=cfg.seed)
     module = initial_module(cfg, dm)
     if cfg.distill.weight > 0:
         module.set_teacher(load_teacher(cfg))
     follow_schedule(dm, module)
     trainer = build_trainer(cfg, callbacks=method_callbacks(cfg), steps_per_epoch=fewest_steps_per_epoch(dm, cfg))
-    ckpt_path = cfg.ckpt_path or None
-    if ckpt_path == "last":
-        ckpt_path = str(Path(cfg.out_dir) / "checkpoints" / "last.ckpt")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path '{cfg.ckpt_path}' does not exist (looked for {ckpt_path})")
     if ckpt_path and trainer.is_global_zero and not cfg.logger.quiet:
         print(f"[train] resuming the fit from {ckpt_path}", flush=True)
     fit(trainer, module, dm, ckpt_path)

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import LightningStacksError
 from ..reduction.core import StackWeights, fold_always_active
 
 
-class DomainError(ValueError):
+class DomainError(LightningStacksError):
     """The domain is not a valid box for this network."""
 
 

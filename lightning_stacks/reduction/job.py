@@ -169,25 +169,44 @@ def write_reduction_report(path, reports: list[dict]) -> None:
     atomic_write_text(path.with_suffix(".txt"), "\n\n".join(tables) + "\n")
 
 
-def _reduce_and_save(module: StackModule, cfg: DictConfig, default_out: Path) -> tuple[StackModule, ReductionReport, Path]:
-    """Reduce, then write ``reduce.output`` (or ``default_out``) and the report beside it as JSON."""
+def _reduce_and_save(module: StackModule, cfg: DictConfig, out: Path) -> tuple[StackModule, ReductionReport, Path]:
+    """Reduce, then write ``out`` and the report beside it as JSON (``out`` checked by
+    :func:`reduced_output`)."""
     new, report = reduce_module(module, cfg)
-    out = Path(cfg.reduce.output) if cfg.reduce.output else default_out
     save_module(new, out)
     report.save(out.with_suffix(".json"))
     return new, report, out
 
 
+def reduced_output(cfg: DictConfig, default_out: Path, protected: list, overwrite: bool | None = None) -> Path:
+    """``reduce.output`` (or ``default_out``), refused before any work if it or its ``.json``
+    report would replace one of ``protected`` (the input) or, unless ``overwrite`` (default: the
+    config's ``overwrite``), an existing file."""
+    from ..rundir import check_output
+
+    out = Path(cfg.reduce.output) if cfg.reduce.output else default_out
+    return check_output(out, protected, cfg.overwrite if overwrite is None else overwrite)
+
+
 def run_reduce(ckpt_path: str, cfg: DictConfig) -> tuple[StackModule, ReductionReport, Path]:
     """Load, reduce, save ``<ckpt>_reduced.ckpt`` and ``.json``; returns the module, report, path."""
+    out = reduced_output(cfg, Path(ckpt_path).with_name(Path(ckpt_path).stem + "_reduced.ckpt"), [ckpt_path])
     module = load_module(ckpt_path, to_container(cfg))
-    return _reduce_and_save(module, cfg, Path(ckpt_path).with_name(Path(ckpt_path).stem + "_reduced.ckpt"))
+    return _reduce_and_save(module, cfg, out)
+
+
+def after_training_output(cfg: DictConfig) -> Path:
+    """Where ``reduce.after_training`` writes (checked before training): ``reduce.output`` or
+    ``out_dir/final_reduced.ckpt``; a resumed fit (``ckpt_path``) may replace its own default output."""
+    protected = [Path(cfg.out_dir) / "final.ckpt"] + ([cfg.init_from] if cfg.init_from else [])
+    overwrite = cfg.overwrite or bool(cfg.ckpt_path and not cfg.reduce.output)
+    return reduced_output(cfg, Path(cfg.out_dir) / "final_reduced.ckpt", protected, overwrite)
 
 
 def reduce_after_training(module: StackModule, cfg: DictConfig) -> tuple[StackModule, Path]:
-    """``train.py`` with ``reduce.after_training``: reduce the trained module, save it beside
-    final.ckpt, and write the job's ``reduction_report.json`` (every reduction in its history).
-    Returns the reduced module and its checkpoint's path."""
-    new, _, out = _reduce_and_save(module, cfg, Path(cfg.out_dir) / "final_reduced.ckpt")
+    """``train.py`` with ``reduce.after_training``: reduce the trained module, save it (see
+    :func:`after_training_output`), and write the job's ``reduction_report.json`` (every
+    reduction in its history). Returns the reduced module and its checkpoint's path."""
+    new, _, out = _reduce_and_save(module, cfg, after_training_output(cfg))
     write_reduction_report(Path(cfg.out_dir) / "reduction_report.json", new.history)
     return new, out

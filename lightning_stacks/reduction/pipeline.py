@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from ..batches import Source, is_streamed, iter_inputs, iter_pairs, reservoir_sample
+from ..errors import LightningStacksError
 from ..evaluation import metric_drop, metric_from_outputs
 from ..model import DeepStackNetwork
 from .core import (
@@ -47,7 +49,7 @@ from .core import (
 )
 
 
-class ReductionError(ValueError):
+class ReductionError(LightningStacksError):
     """Invalid reduction settings or data; the message names the problem."""
 
 
@@ -113,7 +115,10 @@ class ReduceSettings:
         return self.max_drop >= 0
 
     def validate(self, widths: list[int]) -> None:
+        """Check the settings against a network of ``widths`` (ReductionError naming the setting);
+        integral float cluster counts and sample sizes (``8.0``) become ints."""
         J = len(widths)
+        self._check_numbers()
         if self.sample < 0:
             raise ReductionError(f"sample must be >= 0 (0 = all inputs), got {self.sample}")
         if self.automatic:
@@ -144,6 +149,48 @@ class ReduceSettings:
             raise ReductionError(f"kmeans_n_init must be >= 1, got {self.kmeans_n_init}")
         if self.kmeans not in ("torch", "sklearn"):
             raise ReductionError(f"kmeans={self.kmeans!r} is not one of: torch, sklearn")
+
+    def _check_numbers(self) -> None:
+        def integer(name: str, value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+                    not isinstance(value, numbers.Integral) and not float(value).is_integer()):
+                raise ReductionError(f"{name} must be a whole number, got {value!r}")
+            return int(value)
+
+        def real(name: str, value, inf_ok: bool = False) -> float:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value) or (
+                    math.isinf(value) and not inf_ok):
+                raise ReductionError(f"{name} must be a finite number, got {value!r}")
+            return float(value)
+
+        for name in ("tolerances", "clusters"):
+            if not isinstance(getattr(self, name), list | tuple):
+                raise ReductionError(f"{name} must be a list with one value per stack, got {getattr(self, name)!r}")
+        self.clusters = [integer(f"clusters[{j}]", k) for j, k in enumerate(self.clusters)]
+        self.tolerances = [real(f"tolerances[{j}]", t, inf_ok=True) for j, t in enumerate(self.tolerances)]  # inf: drop all weak
+        for name in ("sample", "seed", "kmeans_n_init", "domain_milp_units"):
+            setattr(self, name, integer(name, getattr(self, name)))
+        for name in ("max_drop", "weak_share", "bottleneck_tol", "domain_milp_seconds"):
+            setattr(self, name, real(name, getattr(self, name)))
+        if self.baseline is not None:
+            self.baseline = real("baseline", self.baseline)
+        if self.domain is not None:
+            if not isinstance(self.domain, list | tuple) or len(self.domain) != 2:
+                raise ReductionError(f"domain must be (lower, upper), got {self.domain!r}")
+            self.domain = (real("domain[0]", self.domain[0]), real("domain[1]", self.domain[1]))
+
+    @classmethod
+    def coerce(cls, settings) -> ReduceSettings:
+        """``settings`` as ReduceSettings: one already, or a dict of its fields (unknown keys refused)."""
+        if isinstance(settings, cls):
+            return settings
+        if isinstance(settings, dict):
+            valid = [f.name for f in fields(cls)]
+            unknown = sorted(str(k) for k in settings if k not in valid)
+            if unknown:
+                raise ReductionError(f"unknown reduction setting(s) {unknown}; valid settings: {', '.join(valid)}")
+            return cls(**settings)
+        raise ReductionError(f"settings must be a ReduceSettings or a dict of its fields, got {type(settings).__name__}")
 
 
 # --------------------------------------------------------------------------- report
@@ -578,6 +625,53 @@ def _all_nonnegative(x: Source, device: torch.device, width: int) -> bool:
 Evaluator = Callable[[DeepStackNetwork], dict[str, float]]
 
 
+def _as_tensors(value, name: str):
+    """A numpy array (or a tuple of them) as tensors; anything else unchanged."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise ReductionError(f"{name} is a numpy array of {value.dtype}; give numbers")
+        return torch.as_tensor(value)
+    if isinstance(value, tuple) and any(isinstance(v, np.ndarray) for v in value):
+        return tuple(_as_tensors(v, name) for v in value)
+    return value
+
+
+def _check_inputs(x, width: int, name: str) -> None:
+    """An in-memory input tensor: (N, width), floating point, finite."""
+    if not isinstance(x, torch.Tensor):
+        raise ReductionError(f"{name} must be a tensor (N, {width}), an (x, y) tuple or an iterable of batches, got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != width:
+        raise ReductionError(f"{name} must have shape (N, {width}) for this network, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ReductionError(f"{name} holds {x.dtype} values; give floating-point inputs (e.g. x.float())")
+    if not bool(torch.isfinite(x).all()):
+        raise ReductionError(f"{name} holds NaN or infinite values; remove or fix those rows")
+
+
+def _check_labels(y, task: str, outputs: int) -> torch.Tensor:
+    """Reference labels: class indices in [0, outputs) of shape (N,), or finite regression
+    targets of shape (N, outputs) ((N,) for one output)."""
+    if not isinstance(y, torch.Tensor):
+        raise ReductionError(f"y_ref must be a tensor, got {type(y).__name__}")
+    if task == "classification":
+        if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
+            raise ReductionError(f"y_ref for classification must be integer class indices of shape (N,), got {y.dtype} of shape {tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= outputs):
+            raise ReductionError(f"y_ref holds class indices in [{int(y.min())}, {int(y.max())}]; this network has {outputs} classes (0..{outputs - 1})")
+        return y
+    if not y.is_floating_point():
+        y = y.to(torch.get_default_dtype())
+    if y.dim() == 1 and outputs == 1:
+        y = y[:, None]
+    if y.dim() != 2 or y.shape[1] != outputs:
+        raise ReductionError(f"y_ref for regression must have shape (N, {outputs}) for this network, got {tuple(y.shape)}")
+    if not bool(torch.isfinite(y).all()):
+        raise ReductionError("y_ref holds NaN or infinite values; remove or fix those rows")
+    return y
+
+
 def reduce_network(
     net: DeepStackNetwork,
     x_check: Source,
@@ -613,14 +707,28 @@ def reduce_network(
             is reported separately and excluded from ``reduce_seconds``).
         log: optional callback called with each finished :class:`StepRecord`.
     """
+    if not isinstance(net, DeepStackNetwork):
+        raise ReductionError(f"net is a {type(net).__name__}; reduce_network takes a DeepStackNetwork (a StackModule's .net, "
+                             "or DeepStackNetwork.from_sequential(your nn.Sequential))")
+    if task not in ("classification", "regression"):
+        raise ReductionError(f"task={task!r} is not one of: classification, regression")
+    settings = ReduceSettings.coerce(settings)
     widths = net.widths
     settings.validate(widths)
+    for name, p in net.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise ReductionError(f"the network's parameter '{name}' holds NaN or infinite values; reduce a network with finite weights")
+    x_check = _as_tensors(x_check, "x_check")
     streamed = is_streamed(x_check)
     if not streamed:
         if isinstance(x_check, tuple):  # an (x, y) pair: the labels are not needed here
             x_check = x_check[0]
-        if x_check.dim() != 2 or x_check.shape[1] != net.input_dim:
-            raise ReductionError(f"inputs must have shape (N, {net.input_dim}) for this network, got {tuple(x_check.shape)}")
+        _check_inputs(x_check, net.input_dim, "inputs")
+    if x_ref is not None:
+        x_ref = _as_tensors(x_ref, "x_ref")
+        _check_inputs(x_ref, net.input_dim, "x_ref")
+    if y_ref is not None:
+        y_ref = _check_labels(_as_tensors(y_ref, "y_ref"), task, net.output_dim)
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
     report = ReductionReport(task=task, settings=asdict(settings))
     stacks = stack_weights(net)
