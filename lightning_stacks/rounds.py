@@ -33,12 +33,12 @@ from .rundir import check_out_dir, is_launch_rank_zero
 from .training import (
     build_logger,
     build_trainer,
-    fewest_steps_per_epoch,
     final_metrics,
     fit,
     follow_schedule,
     initial_module,
     load_teacher,
+    loader_options,
     log_summary,
     method_callbacks,
     with_step_offset,
@@ -107,8 +107,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         epochs = round_epochs(cfg, i)
         extra = {} if epochs > 0 else {"limit_train_batches": 0, "limit_val_batches": 0, "num_sanity_val_steps": 0}
         trainer = build_trainer(rcfg, callbacks=[*method_callbacks(rcfg), callback], logger=logger, ckpt_dir=round_dir,
-                                desc=f"round {i}/{len(cfg.rounds) - 1}", steps_per_epoch=fewest_steps_per_epoch(dm, rcfg),
-                                **extra)
+                                desc=f"round {i}/{len(cfg.rounds) - 1}", **loader_options(dm, rcfg), **extra)
         last = round_dir / "last.ckpt"
         resume = str(last) if last.is_file() and epochs > 0 else None
         if trainer.is_global_zero and not cfg.logger.quiet:

@@ -181,6 +181,17 @@ def check_accelerator(accelerator: str) -> None:
             raise ConfigError(f"trainer.accelerator={accelerator} but no GPU is available; use auto or cpu")
 
 
+def loader_options(dm, cfg: DictConfig) -> dict:
+    """Trainer options that depend on the data: the built-in DataModules shard their own loaders
+    by rank and take their batch size from the schedule; a user's DataModule is sharded by
+    Lightning (a DistributedSampler under DDP). ``log_every_n_steps`` is capped at the shortest
+    epoch's batch count."""
+    from .data import TensorDataModule
+
+    return {"use_distributed_sampler": not isinstance(dm, TensorDataModule),
+            "steps_per_epoch": fewest_steps_per_epoch(dm, cfg)}
+
+
 def fewest_steps_per_epoch(dm, cfg: DictConfig) -> int | None:
     """Batches in the shortest epoch of a built-in DataModule (its largest batch size); None for
     a user's DataModule, whose loader length is its own business."""
@@ -300,7 +311,7 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
     if cfg.distill.weight > 0:
         module.set_teacher(load_teacher(cfg))
     follow_schedule(dm, module)
-    trainer = build_trainer(cfg, callbacks=method_callbacks(cfg), steps_per_epoch=fewest_steps_per_epoch(dm, cfg))
+    trainer = build_trainer(cfg, callbacks=method_callbacks(cfg), **loader_options(dm, cfg))
     if ckpt_path and trainer.is_global_zero and not cfg.logger.quiet:
         print(f"[train] resuming the fit from {ckpt_path}", flush=True)
     fit(trainer, module, dm, ckpt_path)
