@@ -27,10 +27,10 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     quiet = "--quiet" in argv
     argv = [a for a in argv if a != "--quiet"] + (["logger.quiet=true"] if quiet else [])
-    quiet_lightning()
     try:
         path, overrides = split_args(argv)
         cfg = load_config(path, overrides)
+        quiet_lightning()  # after the argument checks: it imports Lightning
         from lightning_stacks.rundir import check_out_dir, is_launch_rank_zero, out_dir_lock
 
         if is_launch_rank_zero():
@@ -78,6 +78,8 @@ def quiet_lightning() -> None:
     """Lightning's start-up chatter (accelerator availability, tips, seed) is info-level logging:
     keep its warnings and errors only; this CLI prints what the job did itself."""
     import logging
+
+    import pytorch_lightning  # noqa: F401  (its import sets its loggers to INFO: set them after it)
 
     for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
