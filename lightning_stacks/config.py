@@ -567,6 +567,9 @@ def validate(cfg: DictConfig) -> None:
     if not 0 <= ds.weight <= 1 or not ds.temperature > 0:
         raise ConfigError(f"distill.weight must be in [0, 1] and distill.temperature > 0, got {ds.weight} and {ds.temperature}")
     validate_reduce(cfg.reduce)
+    if cfg.reduce.after_training and cfg.rounds:
+        raise ConfigError("reduce.after_training is for a single fit (rounds=[]): a job with rounds reduces in each "
+                          "round (rounds[i].reduce), so drop reduce.after_training or set rounds=[]")
 
 
 def validate_reduce(r: DictConfig, prefix: str = "reduce.") -> None:

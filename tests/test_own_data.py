@@ -80,7 +80,7 @@ def test_npz_regression_single_fit_reduced_after_training(tmp_path):
     path = tmp_path / "diabetes.npz"
     np.savez(path, x=d.data.astype(np.float64), y=(d.target / 100.0).astype(np.float64))  # float targets: regression
     out = tmp_path / "run"
-    proc = run_cli("train.py", "data.name=npz", f"data.path={path}", f"out_dir={out}", *SMALL, "trainer.max_epochs=12",
+    proc = run_cli("train.py", "data.name=npz", f"data.path={path}", f"out_dir={out}", *SMALL, "rounds=[]", "trainer.max_epochs=12",
                    "reduce.after_training=true", "reduce.max_drop=0.05")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "10 inputs -> regression, 1 output" in proc.stdout

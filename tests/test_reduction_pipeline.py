@@ -47,7 +47,7 @@ def test_full_manual_reduction_report_and_reload(trained_digits, tmp_path):
     assert all(w <= k for w, k in zip(widths, [20, 15, 10], strict=True))
     assert new.net.widths == widths and len(new.history) == 1
     for s in report.steps:
-        assert set(s.metrics) == {"train", "test"}
+        assert set(s.metrics) == {"train", "val", "test"}
     weak = report.steps[2]
     assert all("bound_coef" in d for d in weak.details)
     assert "cluster" in report.table() and "n3" in report.table()
