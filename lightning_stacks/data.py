@@ -242,13 +242,20 @@ def _find_idx(root: Path, stem: str) -> Path | None:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzip or not) into a numpy array of its declared shape."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Read an IDX file (gzip or not) into a numpy array of its declared shape.
+
+    Compression is recognised by the gzip magic bytes, not the name, so a ``.gz`` name on a
+    plain file (or a gzip file without the suffix) reads the same.
+    """
     try:
-        with opener(path, "rb") as f:
+        with open(path, "rb") as f:
+            compressed = f.read(2) == b"\x1f\x8b"
+        with (gzip.open if compressed else open)(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read IDX file {path}: {err}") from None
+    if not data:
+        raise DataError(f"{path} is empty" + (" once decompressed (an unfinished gzip write?)" if compressed else ""))
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]
