@@ -216,3 +216,20 @@ def test_automatic_mode_with_an_unreachable_baseline_removes_nothing_lossy(train
     reduced, report = reduce_network(module.net, x, ReduceSettings(max_drop=0.001, baseline=1.0), task="classification", y_ref=y)
     assert reduced.widths == exact.widths
     assert report.settings["chosen_clusters"] == exact.widths
+
+
+def test_domain_step_on_the_device_matches_the_cpu(device):
+    """The certified steps (interval bounds and MILPs on the CPU) take and give back stacks on the
+    network's device; the result equals the CPU run's."""
+    torch.manual_seed(3)
+    net = DeepStackNetwork(2, [30, 20, 10], [3, 3, 2])
+    x = torch.rand(2000, 2)
+    settings = ReduceSettings(domain=(0.0, 1.0), tighten=True, domain_milp_seconds=2.0)
+    on_cpu, rep_cpu = reduce_network(net, x, settings, task="regression")
+    on_dev, rep_dev = reduce_network(copy.deepcopy(net).to(device), x.to(device), settings, task="regression")
+    assert [s.step for s in rep_dev.steps] == ["full", "domain", "outside"]
+    assert net_device(on_dev) == device
+    assert [s.widths for s in rep_dev.steps] == [s.widths for s in rep_cpu.steps]
+    z = torch.rand(500, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(on_dev(z.to(device)).cpu(), on_cpu(z), rtol=1e-5, atol=1e-5)
