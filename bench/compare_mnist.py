@@ -149,7 +149,7 @@ class Bench:
         net.eval()
         out = {}
         for split, (x, y) in (("train", self.train), ("test", self.test)):
-            wrong = int((predict(net, x).argmax(1) != y).sum())
+            wrong = wrong_predictions(net, x, y)
             out[f"{split}_errors"], out[f"{split}_acc"] = wrong, 1 - wrong / len(y)
         return out
 
@@ -173,12 +173,19 @@ class Bench:
         points, factor, stop = [], start, min(stop, max_compression(full_net))  # pruning reaches only below the max
         while factor < stop:
             pruned, _ = prune_to_compression(full_net, factor, "global")
-            wrong = int((predict(pruned.eval(), x).argmax(1) != y).sum())
+            wrong = wrong_predictions(pruned.eval(), x, y)
             points.append({"compression": factor, "train_errors": wrong})
             if wrong >= need_errors:
                 break
             factor += step
         return points
+
+
+def wrong_predictions(net, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Misclassified rows of ``x``, computed on the network's device (the CPU-held data is moved
+    there in batches by ``predict``; the labels follow the outputs)."""
+    out = predict(net, x)  # (N, classes) on the net's device
+    return int((out.argmax(1) != y.to(out.device)).sum())
 
 
 def steps_of(history: list[dict]) -> list[dict]:
@@ -310,7 +317,7 @@ def torch_pruned(full: StackModule, widths: list[int]) -> StackModule:
     except ImportError:
         raise SystemExit('the Torch-Pruning rows need: pip install -e ".[bench]"') from None
     net = copy.deepcopy(full.net)
-    example = torch.zeros(1, net.input_dim)
+    example = torch.zeros(1, net.input_dim, device=next(net.parameters()).device)
     graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
     importance = tp.importance.MagnitudeImportance(p=1)
     for stack, keep in zip(net.stacks, widths, strict=True):

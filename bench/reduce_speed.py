@@ -1,13 +1,14 @@
 """Speed of the full Reduction Algorithm vs one plain forward pass, on MNIST 3 x n (d=16).
 
-    python bench/reduce_speed.py [--widths 1024 2048 4096] [--train-steps 300]
+    python bench/reduce_speed.py [--widths 1024 2048 4096] [--train-steps 300] [--device cpu|cuda]
 
 Each network is trained briefly (``--train-steps`` Adam steps at batch 256 with l2, so that the
 steps have work to do), then: one forward pass over all 60k training inputs (timed), and the
 reduction (step 1 on all 60k inputs, step 2 at tolerance ``--tol``, step 3 to ``--clusters``
 per stack) with and without the per-step evaluation (train/test accuracy, output change).
 First line: ``ratio=<reduction/forward>`` for n=1024, evaluation excluded (target <= 2 on CPU).
-Both sides are warmed up first (a forward pass; one reduction of a tiny network, which pays the
+With ``--device cuda`` the network and all inputs live on the GPU (the reduction runs there) and
+every timing ends with a synchronize. Both sides are warmed up first (a forward pass; one reduction of a tiny network, which pays the
 one-time ~1.4 s import of scikit-learn's KMeans); that one-time cost is printed too.
 """
 
@@ -26,11 +27,21 @@ from lightning_stacks.model import DeepStackNetwork
 from lightning_stacks.reduction import ReduceSettings, reduce_network
 
 
+def synced(fn, device: torch.device):
+    """``fn`` whose return waits for the device's queued work (honest wall times on CUDA)."""
+    def run(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+    return run
+
+
 def brief_training(net: DeepStackNetwork, x, y, steps: int, l2: float = 5e-4) -> None:
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (256,), generator=g)
+        idx = torch.randint(0, x.shape[0], (256,), generator=g).to(x.device)
         loss = F.cross_entropy(net(x[idx]), y[idx]) + l2 * sum(p.pow(2).sum() for p in net.parameters())
         opt.zero_grad()
         loss.backward()
@@ -39,18 +50,19 @@ def brief_training(net: DeepStackNetwork, x, y, steps: int, l2: float = 5e-4) ->
 
 def measure(n: int, x, y, xt, yt, args) -> dict:
     torch.manual_seed(0)
-    net = DeepStackNetwork.from_variant(784, [n] * 3, [16, 16], 10, "stack")
+    dev = x.device
+    net = DeepStackNetwork.from_variant(784, [n] * 3, [16, 16], 10, "stack").to(dev)
     brief_training(net, x, y, args.train_steps)
     net.eval()
-    predict(net, x[:4096])  # warm-up
-    _, t_fwd = timed(predict, net, x)
+    synced(predict, dev)(net, x[:4096])  # warm-up
+    _, t_fwd = timed(synced(predict, dev), net, x)
     settings = ReduceSettings(tolerances=[args.tol] * 3, clusters=[args.clusters] * 3, seed=0)
-    (red, report), t_red_call = timed(reduce_network, net, x, settings, "classification")
+    (red, report), t_red_call = timed(synced(reduce_network, dev), net, x, settings, "classification")
 
     def evaluator(m):
         return {"train": evaluate(m, x, y, "classification"), "test": evaluate(m, xt, yt, "classification")}
 
-    (_, report_eval), t_with_eval = timed(reduce_network, net, x, settings, "classification", evaluate=evaluator)
+    (_, report_eval), t_with_eval = timed(synced(reduce_network, dev), net, x, settings, "classification", evaluate=evaluator)
     return {"n": n, "forward": t_fwd, "reduce": report.reduce_seconds, "reduce_call": t_red_call,
             "with_eval": t_with_eval, "widths": [s.widths for s in report.steps], "steps": report.steps,
             "acc": report_eval.steps[-1].metrics, "acc_full": report_eval.steps[0].metrics}
@@ -62,12 +74,18 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--tol", type=float, default=0.5)
     p.add_argument("--clusters", type=int, default=100)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i>: where the network, the data and the reduction live")
     args = p.parse_args()
-    tiny = DeepStackNetwork(784, [8, 8, 8], [4, 4, 10])
-    _, t_first = timed(reduce_network, tiny, torch.rand(64, 784), ReduceSettings(tolerances=[0.0] * 3, clusters=[4] * 3))
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} but CUDA is not available")
+    print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else f'cpu, threads={torch.get_num_threads()}'}")
+    tiny = DeepStackNetwork(784, [8, 8, 8], [4, 4, 10]).to(device)
+    _, t_first = timed(synced(reduce_network, device), tiny, torch.rand(64, 784, device=device),
+                       ReduceSettings(tolerances=[0.0] * 3, clusters=[4] * 3))
     dm = MNISTDataModule(load_config(None, ["data.name=mnist", f"data.root={mnist_root()}"]).data)
-    x, y = dm.split("train")
-    xt, yt = dm.split("test")
+    x, y = (t.to(device) for t in dm.split("train"))
+    xt, yt = (t.to(device) for t in dm.split("test"))
     rows = [measure(n, x, y, xt, yt, args) for n in args.widths]
     first = rows[0]
     print(f"ratio={first['reduce'] / first['forward']:.3f}")

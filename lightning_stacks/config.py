@@ -74,6 +74,10 @@ class DataConfig:
     split). ``standardize``: scale every input feature by the training split's mean and std
     (regression targets are left as they are).
 
+    ``device`` (built-in and file data sets): ``auto`` keeps a copy of the splits on the
+    training device when they take under half of its free memory (batches are then drawn there:
+    no per-step host-to-device copy); ``cpu`` keeps them on the host.
+
     Your own LightningDataModule: ``module`` is ``package.module:ClassName``, built with
     ``kwargs`` (and ``seed=<the job's seed>`` when its constructor takes a ``seed`` the kwargs
     do not set). Setting ``module`` sets ``name`` to ``module``; a different explicit
@@ -99,6 +103,11 @@ class DataConfig:
     standardize: bool = True
     module: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+
+
+COMPILE_MODES = ("none", "default", "reduce-overhead")
+DATA_DEVICES = ("auto", "cpu")
 
 
 @dataclass
@@ -136,7 +145,10 @@ class TrainerConfig:
     """Passed to ``pl.Trainer``. ``devices``: "auto", a count such as "2", or a list "0,1".
     ``progress_bar``: ``epochs`` (one bar per fit over its epochs, with the live neuron count and
     metrics), ``tqdm`` or ``rich`` (Lightning's per-batch bars). ``log_every_n_steps`` is capped
-    at the shortest epoch's number of batches, so short epochs still log."""
+    at the shortest epoch's number of batches, so short epochs still log.
+    ``compile``: ``none``, or a ``torch.compile`` mode (``default``, ``reduce-overhead``) for the
+    network, re-applied after a reduction replaces it; where compiling fails the fit runs eagerly
+    and says why."""
 
     max_epochs: int = 300
     accelerator: str = "auto"
@@ -150,6 +162,7 @@ class TrainerConfig:
     gradient_clip_val: float = 0.0
     deterministic: bool = False
     check_val_every_n_epoch: int = 1
+    compile: str = "none"
 
 
 @dataclass
@@ -549,6 +562,8 @@ def validate(cfg: DictConfig) -> None:
             if d[key] != getattr(defaults, key):
                 raise ConfigError(f"data.{key} applies to data.name=csv or npz only, not '{d.name}'; drop it")
     _choice(cfg.trainer.progress_bar, ("epochs", "tqdm", "rich"), "trainer.progress_bar")
+    _choice(cfg.trainer.compile, COMPILE_MODES, "trainer.compile")
+    _choice(d.device, DATA_DEVICES, "data.device")
     gs = cfg.group_sparsity
     if any(not v >= 0 for v in gs.lambdas) or not 0 <= gs.alpha <= 1:
         raise ConfigError(f"group_sparsity.lambdas must be >= 0 and alpha in [0, 1], got {list(gs.lambdas)} and {gs.alpha}")

@@ -3,7 +3,9 @@ scikit-learn's bundled 8x8 digits (a tiny real image set for fast tests), your o
 file, or your own LightningDataModule.
 
 All data sets live in memory as tensors; batches are sliced by index tensors (no per-sample
-collate), which keeps the Lightning loop within a few percent of a plain PyTorch loop. The train
+collate), which keeps the Lightning loop within a few percent of a plain PyTorch loop. On a GPU
+the splits are also copied to it once when they fit (``data.device``), and batches are drawn
+there: no host-to-device copy per step. The train
 loader's batch size follows the :class:`~lightning_stacks.schedule.Schedule`, and the Trainer
 reloads it every epoch. Under DDP the loader shards itself by rank, with the same number of
 batches on every rank.
@@ -63,7 +65,9 @@ class TensorBatchLoader:
 
     Shuffling is seeded by ``(seed, epoch)`` so every DDP rank draws the same permutation and
     takes its own slice ``perm[rank::world_size]`` (truncated to a multiple of ``world_size``, so
-    all ranks run the same number of steps).
+    all ranks run the same number of steps). The permutation is drawn on the CPU, so the order is
+    the same on every device, and moved to the tensors' device once per epoch; the batches are
+    gathered there.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False,
@@ -84,7 +88,7 @@ class TensorBatchLoader:
             idx = torch.arange(n)
         if self.world_size > 1:
             idx = idx[: self.num_samples * self.world_size][self.rank :: self.world_size]
-        return idx
+        return idx.to(self.x.device)
 
     def __len__(self) -> int:
         return math.ceil(self.num_samples / self.batch_size)
@@ -93,7 +97,7 @@ class TensorBatchLoader:
         idx = self._indices()
         for start in range(0, idx.numel(), self.batch_size):
             sel = idx[start : start + self.batch_size]
-            yield self.x[sel], self.y[sel]
+            yield self.x.index_select(0, sel), self.y.index_select(0, sel)  # (B, d_0), (B,) or (B, d_J)
 
 
 def _check_tensors(tensors: dict, task: str | None, input_dim: int | None, output_dim: int | None, owner: str) -> None:
@@ -110,6 +114,37 @@ def _check_tensors(tensors: dict, task: str | None, input_dim: int | None, outpu
         dtype = torch.int64 if task == "classification" else torch.float32
         if tuple(y.shape) != want or y.dtype != dtype:
             raise DataError(f"{owner}: {name} y must be {dtype} of shape {want} for {task}, got {y.dtype} {tuple(y.shape)}")
+
+
+def _storage_key(t: torch.Tensor) -> tuple:
+    return t.data_ptr(), tuple(t.shape), t.dtype
+
+
+def splits_nbytes(tensors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Bytes held by every split's x and y (a split that reuses another counts once)."""
+    seen = {_storage_key(t): t.nbytes for pair in tensors.values() for t in pair}
+    return sum(seen.values())
+
+
+def data_device(setting: str, train_device: torch.device, nbytes: int, free_bytes: int | None = None) -> torch.device:
+    """Where the loaders draw batches from: the training device when ``setting`` is ``auto``, that
+    device is an accelerator and the splits take under half of its free memory (the rest is for
+    the network, its activations and the optimizer); else the CPU.
+
+    Args:
+        setting: ``data.device``: ``auto`` or ``cpu``.
+        train_device: the Trainer's root device.
+        nbytes: size of the splits (:func:`splits_nbytes`).
+        free_bytes: free memory on ``train_device`` (default: asked of CUDA).
+    """
+    cpu = torch.device("cpu")
+    if setting == "cpu" or train_device.type == "cpu":
+        return cpu
+    if free_bytes is None:
+        if train_device.type != "cuda":
+            return cpu
+        free_bytes = torch.cuda.mem_get_info(train_device)[0]
+    return train_device if nbytes < 0.5 * free_bytes else cpu
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -134,6 +169,9 @@ class TensorDataModule(pl.LightningDataModule):
         self.schedule = schedule
         self.seed = seed
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # The loaders' copy of the splits on the training device (see ``data.device``); ``tensors``
+        # stay on the host for everything outside the fit (reduction, evaluation, ``split``).
+        self.placed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -146,6 +184,30 @@ class TensorDataModule(pl.LightningDataModule):
             self.classes = self.classes
             _check_tensors(tensors, self.task, self.input_dim, self.output_dim, type(self).__name__)
             self.tensors = tensors
+        if stage is not None and self.trainer is not None:  # called by the Trainer: its device is known
+            self.place(self.trainer.strategy.root_device)
+
+    def place(self, train_device: torch.device) -> torch.device:
+        """Copy the splits where :func:`data_device` says the loaders should draw from (once per
+        device); returns that device."""
+        target = data_device(str(getattr(self.cfg, "device", "auto")), torch.device(train_device), splits_nbytes(self.tensors))
+        if target.type == "cpu":
+            self.placed = {}
+        elif not self.placed or self.placed["train"][0].device != target:
+            copies: dict[tuple, torch.Tensor] = {}  # a split reusing another shares its copy too
+
+            def moved(t: torch.Tensor) -> torch.Tensor:
+                key = _storage_key(t)
+                if key not in copies:
+                    copies[key] = t.to(target)
+                return copies[key]
+
+            self.placed = {name: (moved(x), moved(y)) for name, (x, y) in self.tensors.items()}
+        return target
+
+    def _loader_split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        self.setup()
+        return self.placed.get(name) or self.tensors[name]
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``train``/``val``/``test`` tensors (x (N, d_0) float32, y (N,) int64 or (N, d_J) float32)."""
@@ -183,7 +245,7 @@ class TensorDataModule(pl.LightningDataModule):
         return self.trainer.global_rank, self.trainer.world_size
 
     def train_dataloader(self) -> TensorBatchLoader:
-        x, y = self.split("train")
+        x, y = self._loader_split("train")
         rank, world = self._dist()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         return TensorBatchLoader(x, y, self.current_batch_size(), shuffle=True, seed=self.seed,
@@ -191,7 +253,7 @@ class TensorDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, name: str) -> TensorBatchLoader:
         # Every rank evaluates the whole (small) split; torchmetrics syncs, duplicates cancel.
-        x, y = self.split(name)
+        x, y = self._loader_split(name)
         return TensorBatchLoader(x, y, self.cfg.eval_batch_size)
 
     def val_dataloader(self) -> TensorBatchLoader:
@@ -249,13 +311,20 @@ def _find_idx(root: Path, stem: str) -> Path | None:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzip or not) into a numpy array of its declared shape."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    """Read an IDX file (gzip or not) into a numpy array of its declared shape.
+
+    Compression is recognised by the gzip magic bytes, not the name, so a ``.gz`` name on a
+    plain file (or a gzip file without the suffix) reads the same.
+    """
     try:
-        with opener(path, "rb") as f:
+        with open(path, "rb") as f:
+            compressed = f.read(2) == b"\x1f\x8b"
+        with (gzip.open if compressed else open)(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read IDX file {path}: {err}") from None
+    if not data:
+        raise DataError(f"{path} is empty" + (" once decompressed (an unfinished gzip write?)" if compressed else ""))
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]

@@ -58,3 +58,12 @@ def trained_digits(tmp_path_factory):
     build_trainer(cfg, logger=False).fit(module, datamodule=dm)
     module.eval()
     return module, dm, cfg
+
+
+@pytest.fixture
+def device():
+    """CUDA when this machine has it, else the CPU: the tests that take it run the same checks on
+    the GPU path of a GPU machine and unchanged on CPU-only CI."""
+    import torch
+
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

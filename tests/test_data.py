@@ -57,15 +57,29 @@ def test_loader_shards_disjointly_with_equal_lengths():
 def write_idx(path, array, compress):
     header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(payload)
+    # Closed explicitly: since Python 3.12 a GzipFile buffers writes, and one left to the garbage
+    # collector may never flush them, leaving an empty archive.
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(payload)
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_read_idx(tmp_path, compress):
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_read_idx(tmp_path, compress, suffix):
+    """Gzip or not, whatever the file is called."""
     arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    p = tmp_path / ("a.idx" + (".gz" if compress else ""))
+    p = tmp_path / ("a.idx" + suffix)
     write_idx(p, arr, compress)
+    assert (p.read_bytes()[:2] == b"\x1f\x8b") == compress
     np.testing.assert_array_equal(read_idx(p), arr)
+
+
+def test_read_idx_names_an_empty_archive(tmp_path):
+    p = tmp_path / "a.idx.gz"
+    with gzip.open(p, "wb"):
+        pass
+    with pytest.raises(DataError, match="empty once decompressed"):
+        read_idx(p)
 
 
 def test_read_idx_rejects_garbage(tmp_path):

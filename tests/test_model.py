@@ -6,10 +6,11 @@ from lightning_stacks.model import DeepStackNetwork, Stack
 
 @pytest.mark.parametrize("variant", ["stack", "simplified", "plain"])
 @pytest.mark.parametrize("widths", [[8, 8, 8], [0, 5, 0], [0, 0, 0], [1]])
-def test_forward_shapes(variant, widths):
+def test_forward_shapes(variant, widths, device):
     hidden = [3] * (len(widths) - 1)
-    net = DeepStackNetwork.from_variant(4, widths, hidden, 2, variant)
-    assert net(torch.randn(7, 4)).shape == (7, 2)
+    net = DeepStackNetwork.from_variant(4, widths, hidden, 2, variant).to(device)
+    out = net(torch.randn(7, 4, device=device))
+    assert out.shape == (7, 2) and out.device == device
     assert net.widths == widths
 
 
@@ -19,9 +20,9 @@ def test_affine_inner_width_is_min_of_in_and_out():
     assert net.stacks[1].A1.weight.shape == (3, 3) and net.stacks[1].A2.weight.shape == (4, 3)
 
 
-def test_zero_width_stack_is_purely_affine():
-    stack = Stack(3, 0, 2, "direct")
-    z = torch.randn(5, 3)
+def test_zero_width_stack_is_purely_affine(device):
+    stack = Stack(3, 0, 2, "direct").to(device)
+    z = torch.randn(5, 3, device=device)
     torch.testing.assert_close(stack(z), z @ stack.S.weight.T + stack.W.bias)
 
 

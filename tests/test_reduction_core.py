@@ -1,6 +1,7 @@
 """The reduction math tested against itself: exact rewrites are allclose, bounds hold."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -46,15 +47,21 @@ def random_stack(n=12, d_in=3, d_out=2, skip="affine", seed=0) -> StackWeights:
     return StackWeights(r(n, d_in), r(n), r(d_out, n), r(d_out), skip=skip, **extra)
 
 
+def on(stack: StackWeights, device) -> StackWeights:
+    """``stack`` moved to ``device`` (built on the CPU first, so the seeded draws do not depend on it)."""
+    moved = {k: getattr(stack, k).to(device) for k in ("V", "b", "W", "c", "A1", "A2", "S", "ids") if getattr(stack, k) is not None}
+    return replace(stack, **moved)
+
+
 # ----------------------------------------------------------------------------- step 1
 @pytest.mark.parametrize("skip", ["affine", "direct", "none"])
 @pytest.mark.parametrize("d_in,d_out", [(3, 2), (2, 3), (1, 1), (4, 1), (1, 4)])
-def test_fold_always_active_is_exact_where_active(skip, d_in, d_out):
-    stack = random_stack(n=30, d_in=d_in, d_out=d_out, skip=skip, seed=d_in * 10 + d_out)
-    Z = torch.randn(500, d_in)
+def test_fold_always_active_is_exact_where_active(skip, d_in, d_out, device):
+    stack = on(random_stack(n=30, d_in=d_in, d_out=d_out, skip=skip, seed=d_in * 10 + d_out), device)
+    Z = torch.randn(500, d_in).to(device)
     hmin, hmax = preactivation_range(stack.V, stack.b, Z)
     # force a third of the neurons to be always active on Z by raising their bias
-    active = torch.zeros(stack.n, dtype=torch.bool)
+    active = torch.zeros(stack.n, dtype=torch.bool, device=device)
     active[::3] = True
     b = stack.b.clone()
     b[active] = b[active] - hmin[active] + 0.1
@@ -65,6 +72,7 @@ def test_fold_always_active_is_exact_where_active(skip, d_in, d_out):
     if folded.skip == "affine":
         m = min(d_in, d_out)
         assert folded.A1.shape == (m, d_in) and folded.A2.shape == (d_out, m)
+    assert folded.V.device == Z.device
     torch.testing.assert_close(folded.forward(Z), stack.forward(Z), rtol=1e-10, atol=1e-10)
 
 
@@ -106,12 +114,12 @@ def test_fold_rejects_wrong_mask():
         fold_always_active(stack, torch.ones(4, dtype=torch.bool))
 
 
-def test_fold_all_neurons_leaves_zero_width_stack_that_works():
-    stack = random_stack(n=6, d_in=2, d_out=1)
-    Z = torch.randn(100, 2)
+def test_fold_all_neurons_leaves_zero_width_stack_that_works(device):
+    stack = on(random_stack(n=6, d_in=2, d_out=1), device)
+    Z = torch.randn(100, 2).to(device)
     b = stack.b + 100.0  # every neuron active on Z
     stack = StackWeights(stack.V, b, stack.W, stack.c, stack.skip, stack.A1, stack.A2)
-    folded = fold_always_active(stack, torch.ones(6, dtype=torch.bool))
+    folded = fold_always_active(stack, torch.ones(6, dtype=torch.bool, device=device))
     assert folded.n == 0 and folded.V.shape == (0, 2) and folded.W.shape == (1, 0)
     torch.testing.assert_close(folded.forward(Z), stack.forward(Z))
 
@@ -138,11 +146,11 @@ def test_select_weak_rejects_bad_tolerance(tol):
         select_weak(torch.ones(3), tol)
 
 
-def test_weak_removal_certified_bound_holds_on_random_inputs():
-    stack = random_stack(n=40, d_in=3, d_out=2, seed=3)
+def test_weak_removal_certified_bound_holds_on_random_inputs(device):
+    stack = on(random_stack(n=40, d_in=3, d_out=2, seed=3), device)
     reduced, coef, removed = remove_weak(stack, tol=4.0)
     assert removed > 0
-    Z = torch.randn(5000, 3) * 10
+    Z = (torch.randn(5000, 3) * 10).to(device)
     change = (reduced.forward(Z) - stack.forward(Z)).norm(dim=1)
     bound = weak_bound(coef, Z)
     assert torch.all(change <= bound + 1e-9)
@@ -172,19 +180,19 @@ def same_kink_cluster(k=4, d_in=3, d_out=2, seed=0):
     return StackWeights(V, b, W, torch.zeros(d_out), skip="none")
 
 
-def test_merge_same_direction_and_kink_is_exact():
-    stack = same_kink_cluster()
-    merged, info = merge_clusters(stack, torch.zeros(stack.n, dtype=torch.long))
+def test_merge_same_direction_and_kink_is_exact(device):
+    stack = on(same_kink_cluster(), device)
+    merged, info = merge_clusters(stack, torch.zeros(stack.n, dtype=torch.long, device=device))
     assert merged.n == 1 and info.dropped == 0
-    Z = torch.randn(1000, 3) * 3
+    Z = (torch.randn(1000, 3) * 3).to(device)
     torch.testing.assert_close(merged.forward(Z), stack.forward(Z))
 
 
-def test_merge_singletons_keep_function_and_balance():
-    stack = random_stack(n=10, skip="none")
-    merged, info = merge_clusters(stack, torch.arange(10))
+def test_merge_singletons_keep_function_and_balance(device):
+    stack = on(random_stack(n=10, skip="none"), device)
+    merged, info = merge_clusters(stack, torch.arange(10, device=device))
     assert merged.n == 10
-    Z = torch.randn(1000, 3) * 3
+    Z = (torch.randn(1000, 3) * 3).to(device)
     torch.testing.assert_close(merged.forward(Z), stack.forward(Z))
     torch.testing.assert_close(merged.W.norm(dim=0), torch.sqrt((merged.V**2).sum(1) + merged.b**2))
 
@@ -197,13 +205,14 @@ def test_cluster_with_k_equal_n_changes_nothing():
         torch.testing.assert_close(a, b)
 
 
-def test_cluster_reduces_to_k_neurons_and_only_near_equal_kinks_merge_exactly():
+def test_cluster_reduces_to_k_neurons_and_only_near_equal_kinks_merge_exactly(device):
     # two groups of identical-kink neurons -> K = 2 merges exactly
     s1, s2 = same_kink_cluster(seed=1), same_kink_cluster(seed=2)
     stack = StackWeights(torch.cat([s1.V, s2.V]), torch.cat([s1.b, s2.b]), torch.cat([s1.W, s2.W], 1), torch.zeros(2), skip="none")
+    stack = on(stack, device)
     out, info = cluster_stack(stack, 2, seed=0, n_init=5)
-    assert out.n == 2
-    Z = torch.randn(500, 3)
+    assert out.n == 2 and out.V.device == stack.V.device
+    Z = torch.randn(500, 3).to(device)
     torch.testing.assert_close(out.forward(Z), stack.forward(Z))
 
 
@@ -217,8 +226,8 @@ def test_merge_guards_opposing_outgoing_weights():
     torch.testing.assert_close(merged.forward(Z), stack.forward(Z))  # they cancelled exactly
 
 
-def test_constant_neurons_fold_into_bias():
-    stack = random_stack(n=4, skip="none")
+def test_constant_neurons_fold_into_bias(device):
+    stack = on(random_stack(n=4, skip="none"), device)
     V = stack.V.clone()
     V[1] = 0.0
     W = stack.W.clone()
@@ -226,7 +235,7 @@ def test_constant_neurons_fold_into_bias():
     stack = StackWeights(V, stack.b, W, stack.c, skip="none")
     out, dropped = fold_constant_neurons(stack)
     assert dropped == 2 and out.n == 2
-    Z = torch.randn(20, 3)
+    Z = torch.randn(20, 3).to(device)
     torch.testing.assert_close(out.forward(Z), stack.forward(Z))
     with pytest.raises(ValueError, match="fold constant neurons first"):
         kink_representation(stack)
@@ -300,11 +309,11 @@ def test_property_fold_preserves_function_on_checked_inputs(n, d_in, d_out, skip
 
 # ----------------------------------------------------------------------------- beyond the paper
 @pytest.mark.parametrize("skip", ["affine", "direct", "none"])
-def test_refit_never_increases_fit_error(skip):
+def test_refit_never_increases_fit_error(skip, device):
     from lightning_stacks.reduction import refit_outgoing
 
-    stack = random_stack(n=30, d_in=3, d_out=2, skip=skip, seed=7)
-    Z = torch.randn(400, 3)
+    stack = on(random_stack(n=30, d_in=3, d_out=2, skip=skip, seed=7), device)
+    Z = torch.randn(400, 3).to(device)
     target = stack.forward(Z)
     reduced, _ = cluster_stack(stack, 8, seed=0)
     refit = refit_outgoing(reduced, Z, target)
@@ -324,16 +333,16 @@ def test_refit_rejects_wrong_shapes():
 
 
 @pytest.mark.parametrize("skip_a,skip_b", [("affine", "affine"), ("direct", "direct"), ("none", "none"), ("none", "affine")])
-def test_bottleneck_projection_is_exact_on_a_low_rank_affine_subspace(skip_a, skip_b):
+def test_bottleneck_projection_is_exact_on_a_low_rank_affine_subspace(skip_a, skip_b, device):
     from lightning_stacks.reduction import bottleneck_basis, project_bottleneck
 
-    a = random_stack(n=20, d_in=3, d_out=6, skip=skip_a, seed=1)
-    b = random_stack(n=15, d_in=6, d_out=2, skip=skip_b, seed=2)
-    Z = torch.randn(300, 3)
+    a = on(random_stack(n=20, d_in=3, d_out=6, skip=skip_a, seed=1), device)
+    b = on(random_stack(n=15, d_in=6, d_out=2, skip=skip_b, seed=2), device)
+    Z = torch.randn(300, 3).to(device)
     # make a's outputs live on a 2-dim affine subspace of R^6: rows of W and skip = combos of 2 rows
-    mix = torch.randn(6, 2)
+    mix = torch.randn(6, 2).to(device)
     W = mix @ a.W[:2]
-    a = StackWeights(a.V, a.b, W, a.c, a.skip, a.A1, None if a.A2 is None else mix @ a.A2[:2] @ torch.eye(a.A2.shape[1]),
+    a = StackWeights(a.V, a.b, W, a.c, a.skip, a.A1, None if a.A2 is None else mix @ a.A2[:2] @ torch.eye(a.A2.shape[1], device=device),
                      None if a.S is None else mix @ a.S[:2])
     out = a.forward(Z)
     P, mu, s = bottleneck_basis(out, 1e-9)

@@ -1,5 +1,7 @@
 """The Reduction Algorithm on trained networks: exactness of step 1, reports, automatic mode."""
 
+import copy
+
 import pytest
 import torch
 
@@ -8,14 +10,16 @@ from lightning_stacks.config import load_config, to_container
 from lightning_stacks.evaluation import evaluate
 from lightning_stacks.model import DeepStackNetwork
 from lightning_stacks.reduction import ReduceSettings, ReductionError, reduce_network
-from lightning_stacks.reduction.job import reduce_module
+from lightning_stacks.reduction.job import reduce_module, reduce_on_sources
 
 
-def test_step1_with_all_training_inputs_changes_no_training_prediction(trained_digits):
+def test_step1_with_all_training_inputs_changes_no_training_prediction(trained_digits, device):
     module, dm, _ = trained_digits
     x, y = dm.split("train")
-    net = module.net
+    net = copy.deepcopy(module.net).to(device)
+    x = x.to(device)
     reduced, report = reduce_network(net, x, ReduceSettings(), task="classification")
+    assert next(reduced.parameters()).device == x.device
     assert [s.step for s in report.steps] == ["full", "outside"]
     assert sum(reduced.widths) < sum(net.widths), "a trained net has outside neurons to fold"
     with torch.no_grad():
@@ -47,7 +51,7 @@ def test_full_manual_reduction_report_and_reload(trained_digits, tmp_path):
     assert all(w <= k for w, k in zip(widths, [20, 15, 10], strict=True))
     assert new.net.widths == widths and len(new.history) == 1
     for s in report.steps:
-        assert set(s.metrics) == {"train", "val", "test"}
+        assert set(s.metrics) == {"train", "val", "test"}  # every split the data has
     weak = report.steps[2]
     assert all("bound_coef" in d for d in weak.details)
     assert "cluster" in report.table() and "n3" in report.table()
@@ -60,13 +64,48 @@ def test_full_manual_reduction_report_and_reload(trained_digits, tmp_path):
     assert again.history[0]["steps"][-1]["widths"] == widths
 
 
-def test_stack_reduced_to_zero_neurons_still_works(trained_digits):
+def net_device(net) -> torch.device:
+    return next(net.parameters()).device
+
+
+@pytest.mark.parametrize("data_on", ["cpu", "device"])
+def test_stack_reduced_to_zero_neurons_still_works(trained_digits, device, data_on):
+    """On the network's device, whether the data is there or on the CPU; returned there."""
     module, dm, _ = trained_digits
     x, y = dm.split("train")
-    reduced, _ = reduce_network(module.net, x, ReduceSettings(tolerances=[0.0, float("inf"), 0.0]), task="classification")
+    net = copy.deepcopy(module.net).to(device)
+    x = x.to(device) if data_on == "device" else x
+    reduced, _ = reduce_network(net, x, ReduceSettings(tolerances=[0.0, float("inf"), 0.0]), task="classification")
     assert reduced.widths[1] == 0
+    assert net_device(reduced) == device
+    with torch.no_grad():
+        assert reduced(x.to(device)).shape == (x.shape[0], 10)
+
+
+@pytest.mark.parametrize("reduce_on", ["cpu", "auto", "caller"])
+def test_reduce_on_sources_returns_the_network_where_the_caller_had_it(trained_digits, device, reduce_on):
+    """``reduce.device`` says where the work runs, never where the result lands."""
+    from lightning_stacks.reduction.job import resolve_device
+
+    module, dm, _ = trained_digits
+    net = copy.deepcopy(module.net).to(device)
+    run_on = {"cpu": torch.device("cpu"), "auto": resolve_device("auto"), "caller": None}[reduce_on]
+    sources = {name: dm.split(name) for name in ("train", "test")}  # data on the CPU, as a DataModule holds it
+    reduced, report = reduce_on_sources(net, "classification", ReduceSettings(tolerances=[0.0, float("inf"), 0.0]),
+                                        sources, device=run_on, log=None)
+    assert net_device(reduced) == device and net_device(net) == device
+    assert reduced.widths[1] == 0 and set(report.steps[-1].metrics) == {"train", "test"}
+    x = dm.split("test")[0].to(device)
     with torch.no_grad():
         assert reduced(x).shape == (x.shape[0], 10)
+
+
+def test_reduce_module_returns_a_module_on_the_callers_device(trained_digits, device):
+    module, dm, cfg = trained_digits
+    moved = copy.deepcopy(module).to(device)
+    cfg = load_config(base=to_container(cfg), overrides=["reduce.tolerances=[0.0,0.0,0.0]", "reduce.device=cpu"])
+    new, _ = reduce_module(moved, cfg, dm=dm, log=None)
+    assert net_device(new.net) == device
 
 
 @pytest.mark.parametrize("refit", [False, True])
@@ -149,15 +188,20 @@ def test_automatic_mode_needs_labels(trained_digits):
         reduce_network(module.net, dm.split("train")[0], ReduceSettings(max_drop=0.01))
 
 
-def test_refit_and_bottleneck_steps_in_the_pipeline(trained_digits):
+@pytest.mark.parametrize("data_on", ["cpu", "device"])
+def test_refit_and_bottleneck_steps_in_the_pipeline(trained_digits, device, data_on):
     module, dm, _ = trained_digits
     x, y = dm.split("train")
-    plain, _ = reduce_network(module.net, x, ReduceSettings(tolerances=[0.1] * 3, clusters=[12, 10, 8]), task="classification")
-    refit, report = reduce_network(module.net, x, ReduceSettings(tolerances=[0.1] * 3, clusters=[12, 10, 8], refit=True,
-                                                                 bottleneck_tol=0.0), task="classification")
+    net = copy.deepcopy(module.net).to(device)
+    x = x.to(device) if data_on == "device" else x
+    plain, _ = reduce_network(net, x, ReduceSettings(tolerances=[0.1] * 3, clusters=[12, 10, 8]), task="classification")
+    refit, report = reduce_network(net, x, ReduceSettings(tolerances=[0.1] * 3, clusters=[12, 10, 8], refit=True,
+                                                          bottleneck_tol=0.0), task="classification")
     assert [s.step for s in report.steps][-1] == "bottleneck"
+    assert net_device(plain) == net_device(refit) == device
+    x = x.to(device)
     with torch.no_grad():
-        ref = module.net(x)
+        ref = net(x)
         assert ((refit(x) - ref) ** 2).sum() < ((plain(x) - ref) ** 2).sum()
     last, before = report.steps[-1], report.steps[-2]
     assert last.params <= before.params and last.widths == before.widths
@@ -172,3 +216,20 @@ def test_automatic_mode_with_an_unreachable_baseline_removes_nothing_lossy(train
     reduced, report = reduce_network(module.net, x, ReduceSettings(max_drop=0.001, baseline=1.0), task="classification", y_ref=y)
     assert reduced.widths == exact.widths
     assert report.settings["chosen_clusters"] == exact.widths
+
+
+def test_domain_step_on_the_device_matches_the_cpu(device):
+    """The certified steps (interval bounds and MILPs on the CPU) take and give back stacks on the
+    network's device; the result equals the CPU run's."""
+    torch.manual_seed(3)
+    net = DeepStackNetwork(2, [30, 20, 10], [3, 3, 2])
+    x = torch.rand(2000, 2)
+    settings = ReduceSettings(domain=(0.0, 1.0), tighten=True, domain_milp_seconds=2.0)
+    on_cpu, rep_cpu = reduce_network(net, x, settings, task="regression")
+    on_dev, rep_dev = reduce_network(copy.deepcopy(net).to(device), x.to(device), settings, task="regression")
+    assert [s.step for s in rep_dev.steps] == ["full", "domain", "outside"]
+    assert net_device(on_dev) == device
+    assert [s.widths for s in rep_dev.steps] == [s.widths for s in rep_cpu.steps]
+    z = torch.rand(500, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(on_dev(z.to(device)).cpu(), on_cpu(z), rtol=1e-5, atol=1e-5)

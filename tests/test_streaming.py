@@ -1,5 +1,7 @@
 """Streamed data sources: the reduction and the metrics on batches equal their in-memory results."""
 
+import copy
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -38,10 +40,11 @@ def same_network(a, b):
 
 
 # --------------------------------------------------------------------------- step 1
-def test_streamed_step1_equals_in_memory_step1(trained_digits):
+def test_streamed_step1_equals_in_memory_step1(trained_digits, device):
+    """The network on the device, the batches on the CPU: each batch is moved to the network."""
     module, dm, _ = trained_digits
     x, y = dm.split("train")
-    net = module.net
+    net = copy.deepcopy(module.net).to(device)
     mem, rep_mem = reduce_network(net, x, ReduceSettings(), task="classification")
     loader = uneven_loader(x, y)
     assert len({len(b) for b in loader.batch_sampler}) > 5, "the batches must really be uneven"
@@ -51,8 +54,9 @@ def test_streamed_step1_equals_in_memory_step1(trained_digits):
     assert rep.kept_ids == rep_mem.kept_ids
     assert rep.steps[1].details == rep_mem.steps[1].details  # the same dead / always-active counts
     assert rep.steps[1].max_output_change == pytest.approx(rep_mem.steps[1].max_output_change, rel=1e-3, abs=1e-6)
+    assert next(streamed.parameters()).device == next(net.parameters()).device
     with torch.no_grad():
-        torch.testing.assert_close(streamed(x), net(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(streamed(x.to(device)), net(x.to(device)), rtol=1e-5, atol=1e-5)
 
 
 def test_one_pass_masks_equal_per_stack_scans_through_the_unreduced_network():
@@ -137,12 +141,15 @@ def test_reservoir_sample_of_everything(k):
 
 
 # --------------------------------------------------------------------------- metrics
-def test_evaluate_source_equals_evaluate_for_classification(trained_digits):
+def test_evaluate_source_equals_evaluate_for_classification(trained_digits, device):
+    """Evaluation moves the (CPU) data to the network's device, never the network to the data."""
     module, dm, _ = trained_digits
     x, y = dm.split("train")
-    acc = evaluate(module.net, x, y, "classification")
-    assert acc == metric_from_outputs(predict(module.net, x), y, "classification")
-    assert evaluate_source(module.net, uneven_loader(x, y), "classification") == acc
+    net = copy.deepcopy(module.net).to(device)
+    acc = evaluate(net, x, y, "classification")
+    assert acc == metric_from_outputs(predict(net, x), y, "classification")
+    assert evaluate_source(net, uneven_loader(x, y), "classification") == acc
+    assert next(net.parameters()).device == device and x.device.type == "cpu"
     assert 0.5 < acc < 1.0, "a real accuracy, with errors to count"
 
 
@@ -162,8 +169,9 @@ def test_evaluate_source_equals_evaluate_for_regression():
 
 
 # --------------------------------------------------------------------------- the whole reduction
-def test_automatic_mode_on_a_streamed_source_matches_the_tensor_path(trained_digits):
+def test_automatic_mode_on_a_streamed_source_matches_the_tensor_path(trained_digits, device):
     module, dm, _ = trained_digits
+    module = copy.deepcopy(module).to(device)
     x, y = dm.split("train")
     xr, yr = dm.split("test")
     settings = ReduceSettings(max_drop=0.02)
@@ -179,8 +187,9 @@ def test_automatic_mode_on_a_streamed_source_matches_the_tensor_path(trained_dig
     assert [s.widths for s in rep_own.steps] == [s.widths for s in rep_ref.steps]
 
 
-def test_manual_refit_with_a_sample_on_a_streamed_source_matches_the_tensor_path(trained_digits):
+def test_manual_refit_with_a_sample_on_a_streamed_source_matches_the_tensor_path(trained_digits, device):
     module, dm, _ = trained_digits
+    module = copy.deepcopy(module).to(device)
     x, y = dm.split("train")
     settings = ReduceSettings(sample=300, seed=2, tolerances=[0.1] * 3, clusters=[12, 10, 8], refit=True, bottleneck_tol=0.0)
     streamed, rep = reduce_network(module.net, uneven_loader(x, y), settings, task="classification")

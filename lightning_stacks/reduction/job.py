@@ -71,7 +71,8 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
         reference: the split automatic mode measures its drop on.
         reference_size: automatic mode's reference set is a seeded subsample of this many
             points (0 = the whole split; a streamed split is then gathered into memory once).
-        device: where to reduce (default: the network's device); the result is returned there.
+        device: where to reduce (default: the network's device); the reduced network is
+            returned on the caller's network's device either way.
         log: called with each finished step (None = quiet).
 
     Returns:
@@ -88,8 +89,9 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
         raise ReductionError(f"the data has no 'train' split to reduce on (it has {sorted(sources)})")
     if reference not in sources:
         raise ReductionError(f"reduce.reference='{reference}' but the data has no '{reference}' split (it has {sorted(sources)})")
-    device = torch.device(device) if device is not None else next(net.parameters()).device
-    if next(net.parameters()).device != device:
+    home = next(net.parameters()).device
+    device = torch.device(device) if device is not None else home
+    if home != device:
         net = copy.deepcopy(net).to(device)
     train = sources["train"]
     x_check = train if is_streamed(train) else train[0]
@@ -108,7 +110,8 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
     def evaluator(candidate):
         return {name: evaluate_source(candidate, src, task) for name, src in evaluated.items()}
 
-    return reduce_network(net, x_check, settings, task=task, x_ref=x_ref, y_ref=y_ref, evaluate=evaluator, log=log)
+    reduced, report = reduce_network(net, x_check, settings, task=task, x_ref=x_ref, y_ref=y_ref, evaluate=evaluator, log=log)
+    return reduced.to(home), report
 
 
 def module_sources(module: StackModule, cfg: DictConfig, dm=None) -> dict:
@@ -144,8 +147,8 @@ def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step)
                                         r.reference_size, resolve_device(r.device), log=log)
     new = StackModule(to_container(cfg), architecture=reduced.architecture(), history=module.history + [report.to_dict()],
                       data_info=module.data_info)
-    new.net.load_state_dict(reduced.cpu().state_dict())
-    return new, report
+    new.net.load_state_dict(reduced.state_dict())  # copies onto the new module's (CPU) tensors
+    return new.to(module.device), report
 
 
 def report_table(report: dict) -> str:

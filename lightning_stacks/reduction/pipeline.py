@@ -25,7 +25,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 
@@ -256,6 +256,14 @@ def stack_weights(net: DeepStackNetwork) -> list[StackWeights]:
         out.append(StackWeights(s.V.weight.detach().clone(), s.V.bias.detach().clone(), s.W.weight.detach().clone(),
                                 s.W.bias.detach().clone(), skip=s.skip, ids=torch.arange(s.n, device=s.V.weight.device), **extra))
     return out
+
+
+def _moved(st: StackWeights, device: torch.device | str, dtype: torch.dtype) -> StackWeights:
+    """``st`` on ``device`` in ``dtype`` (``ids`` keep their integer type)."""
+    conv = {k: getattr(st, k).to(device=device, dtype=dtype) for k in ("V", "b", "W", "c", "A1", "A2", "S") if getattr(st, k) is not None}
+    if st.ids is not None:
+        conv["ids"] = st.ids.to(device)
+    return replace(st, **conv)
 
 
 def build_network(stacks: list[StackWeights]) -> DeepStackNetwork:
@@ -826,8 +834,9 @@ def reduce_network(
         from ..methods.stable_units import remove_stable_units
 
         t0 = time.perf_counter()
-        stacks64, stab = remove_stable_units([st.to(torch.float64) for st in stacks], *settings.domain, **milp)
-        stacks = [st.to(dtype) for st in stacks64]
+        # The bound propagation and the MILPs run on the CPU (scipy), whatever the reduction's device.
+        stacks64, stab = remove_stable_units([_moved(st, "cpu", torch.float64) for st in stacks], *settings.domain, **milp)
+        stacks = [_moved(st, device, dtype) for st in stacks64]
         t_red += (dt := time.perf_counter() - t0)
         record("domain", stacks, dt, [{"stack": j + 1, "inactive": stab.inactive[j], "active": stab.active[j],
                                        "undecided": stab.undecided[j]} for j in range(len(stacks))])
@@ -840,7 +849,8 @@ def reduce_network(
             from ..methods.stable_units import certified_folds
 
             masks = outside_masks(before, checked)
-            tight = certified_folds([st.to(torch.float64) for st in before], [m[0] for m in masks], [m[1] for m in masks],
+            tight = certified_folds([_moved(st, "cpu", torch.float64) for st in before], [m[0].cpu() for m in masks],
+                                    [m[1].cpu() for m in masks],
                                     *settings.domain, **milp)
             for d, t in zip(det, tight["stacks"], strict=True):
                 d.update(t)
