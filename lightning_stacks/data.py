@@ -458,16 +458,16 @@ def _fill_missing_splits(splits: dict) -> dict[str, str]:
     return fallback
 
 
-def _labels_to_classes(y: np.ndarray, where: str) -> np.ndarray:
-    """Integer-valued labels -> int64 class indices; refuse fractions and negatives."""
+def _labels_to_classes(y: np.ndarray, where: str, locate=None, kinds: str = "integer labels",
+                       fix: str = "use data.task=regression") -> np.ndarray:
+    """Integer-valued labels -> int64 class indices; refuse fractions and negatives, naming the
+    first bad one with ``locate(i)`` (default ``row i holds <value>``)."""
+    locate = locate or (lambda i: f"row {i} holds {y[i]:g}")
     bad = np.flatnonzero(y != np.round(y))
     if bad.size:
-        raise DataError(f"{where}: classification needs integer labels, row {bad[0]} holds {y[bad[0]]:g}; "
-                        f"use data.task=regression")
+        raise DataError(f"{where}: classification needs {kinds}, {locate(int(bad[0]))}; {fix}")
     if y.min() < 0:
-        row = int(np.argmin(y))
-        raise DataError(f"{where}: class labels must be >= 0, row {row} holds {y[row]:g}; "
-                        f"use data.task=regression")
+        raise DataError(f"{where}: class labels must be >= 0, {locate(int(np.argmin(y)))}; {fix}")
     return y.astype(np.int64)
 
 
@@ -663,15 +663,8 @@ class CSVDataModule(FileDataModule):
                 meta.update(task="regression", output_dim=1)
                 y = values[:, None]  # (N, 1)
             else:
-                if not integer:
-                    i = int(np.flatnonzero(values != np.round(values))[0])
-                    raise DataError(f"{where}: data.task=classification needs integer or text labels, "
-                                    f"line {lines[i]} holds {col[i]}")
-                if values.min() < 0:
-                    i = int(np.argmin(values))
-                    raise DataError(f"{where}: class labels must be >= 0, line {lines[i]} holds {col[i]}; "
-                                    f"use data.task=regression or text labels")
-                y = values.astype(np.int64)
+                y = _labels_to_classes(values, where, lambda i: f"line {lines[i]} holds {col[i]}",
+                                       kinds="integer or text labels", fix="use data.task=regression or text labels")
                 n_cls = int(y.max()) + 1
                 meta.update(task="classification", output_dim=n_cls, classes=[str(i) for i in range(n_cls)])
         if meta["task"] == "classification" and meta["output_dim"] < 2:

@@ -115,7 +115,7 @@ def test_task_override(tmp_path, regression_csv):
     assert dm_for(path).task == "classification"
     dm = dm_for(path, "data.task=regression")
     assert (dm.task, dm.output_dim) == ("regression", 1) and dm.split("train")[1].dtype == torch.float32
-    with pytest.raises(DataError, match=r"data.task=classification needs integer or text labels, line \d+ holds"):
+    with pytest.raises(DataError, match=r"classification needs integer or text labels, line \d+ holds"):
         dm_for(regression_csv[0], "data.task=classification")
 
 
