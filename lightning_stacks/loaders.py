@@ -46,7 +46,7 @@ def has_loader(dm: Any, split: str) -> bool:
     return callable(getattr(dm, f"{split}_dataloader", None))
 
 
-def _datamodule_loader(dm: Any, split: str) -> Any:
+def datamodule_loader(dm: Any, split: str) -> Any:
     """``dm.<split>_dataloader()`` when the DataModule implements it, else None."""
     return getattr(dm, f"{split}_dataloader")() if has_loader(dm, split) else None
 
@@ -63,7 +63,7 @@ def split_sources(trainer: Any, splits: tuple[str, ...] = SPLITS) -> dict[str, A
         elif split == "val":
             loader = trainer.val_dataloaders
         if loader is None or (isinstance(loader, (list, tuple)) and not loader):
-            loader = _datamodule_loader(dm, split)
+            loader = datamodule_loader(dm, split)
         if loader is not None and not (isinstance(loader, (list, tuple)) and not loader):
             out[split] = unsharded(loader)
     return out

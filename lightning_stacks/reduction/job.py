@@ -121,11 +121,11 @@ def module_sources(module: StackModule, cfg: DictConfig, dm=None) -> dict:
     dm.setup("fit")
     if hasattr(dm, "split"):
         return {name: dm.split(name) for name in ("train", "val", "test")}
-    from ..loaders import _datamodule_loader, unsharded
+    from ..loaders import datamodule_loader, unsharded
 
     out = {}
     for name in ("train", "val", "test"):
-        loader = _datamodule_loader(dm, name)
+        loader = datamodule_loader(dm, name)
         if loader is not None:
             out[name] = unsharded(loader)
     return out
