@@ -61,10 +61,11 @@ def run(cfg, started: float) -> None:
     if trainer is None or trainer.is_global_zero:  # None: every round had already finished
         if cfg.reduce.after_training and not cfg.rounds:
             from lightning_stacks.reduction.job import reduce_after_training
-            from lightning_stacks.training import final_metrics
+            from lightning_stacks.training import metric_keys
 
             module, out = reduce_after_training(module, cfg)
-            metrics = final_metrics(module, None)
+            # the reduction evaluated its result on every split: no second pass over the data
+            metrics = metric_keys(module.history[-1]["steps"][-1]["metrics"], module.task)
             print(f"reduced checkpoint: {out}")
         from lightning_stacks.summary import job_summary
 

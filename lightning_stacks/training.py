@@ -285,8 +285,13 @@ def final_metrics(module: StackModule, dm) -> dict[str, float]:
     from .reduction.job import module_sources
 
     task = module.task
-    return {names.metric_name(split, task).replace("/", "_"): evaluate_source(module.net, source, task)
-            for split, source in module_sources(module, module.cfg, dm).items()}
+    return metric_keys({split: evaluate_source(module.net, source, task)
+                        for split, source in module_sources(module, module.cfg, dm).items()}, task)
+
+
+def metric_keys(per_split: dict[str, float], task: str) -> dict[str, float]:
+    """``{"val": 0.03}`` -> ``{"val_mse": 0.03}`` (the names train.py prints)."""
+    return {names.metric_name(split, task).replace("/", "_"): value for split, value in per_split.items()}
 
 
 def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Trainer]:
