@@ -46,24 +46,25 @@ def has_loader(dm: Any, split: str) -> bool:
     return callable(getattr(dm, f"{split}_dataloader", None))
 
 
-def datamodule_loader(dm: Any, split: str) -> Any:
+def _datamodule_loader(dm: Any, split: str) -> Any:
     """``dm.<split>_dataloader()`` when the DataModule implements it, else None."""
     return getattr(dm, f"{split}_dataloader")() if has_loader(dm, split) else None
 
 
-def split_sources(trainer: Any, splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
-    """The fit's data per split as unsharded sources: the Trainer's own loaders where it has them
-    (train, val), else the DataModule's; splits the fit has no data for are left out."""
-    dm = getattr(trainer, "datamodule", None)
+def split_sources(trainer: Any = None, splits: tuple[str, ...] = SPLITS, dm: Any = None) -> dict[str, Any]:
+    """The data per split as unsharded sources: a fit's own loaders where the Trainer has them
+    (train, val), else the DataModule's (``dm``, default the Trainer's); splits without data are
+    left out."""
+    dm = dm if dm is not None else getattr(trainer, "datamodule", None)
     out = {}
     for split in splits:
         loader = None
-        if split == "train":
+        if trainer is not None and split == "train":
             loader = trainer.train_dataloader
-        elif split == "val":
+        elif trainer is not None and split == "val":
             loader = trainer.val_dataloaders
         if loader is None or (isinstance(loader, (list, tuple)) and not loader):
-            loader = datamodule_loader(dm, split)
+            loader = _datamodule_loader(dm, split)
         if loader is not None and not (isinstance(loader, (list, tuple)) and not loader):
             out[split] = unsharded(loader)
     return out

@@ -121,14 +121,9 @@ def module_sources(module: StackModule, cfg: DictConfig, dm=None) -> dict:
     dm.setup("fit")
     if hasattr(dm, "split"):
         return {name: dm.split(name) for name in ("train", "val", "test")}
-    from ..loaders import datamodule_loader, unsharded
+    from ..loaders import split_sources
 
-    out = {}
-    for name in ("train", "val", "test"):
-        loader = datamodule_loader(dm, name)
-        if loader is not None:
-            out[name] = unsharded(loader)
-    return out
+    return split_sources(dm=dm)
 
 
 def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step) -> tuple[StackModule, ReductionReport]:
