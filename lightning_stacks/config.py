@@ -7,8 +7,10 @@ override the YAML. Unknown keys and values of the wrong type are refused with a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,8 +446,46 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as err:
             raise ConfigError(f"override '{item}': the value is not valid YAML ({_yaml_reason(err)}); "
                               "quote it or fix the brackets, e.g. model.widths=[16,16]") from None
-        cfg = _merge(cfg, dot, schema, f"override '{item}'")
+        if _LIST_INDEX.search(key):  # a key inside a list entry, e.g. rounds.1.reduction.max_drop
+            cfg = _update_in_list(cfg, item, dot)
+        else:
+            cfg = _merge(cfg, dot, schema, f"override '{item}'")
     validate(cfg)
+    return cfg
+
+
+_LIST_INDEX = re.compile(r"(^|\.)\d+(\.|$)")
+
+
+def _update_in_list(cfg: DictConfig, item: str, dot: DictConfig) -> DictConfig:
+    """Apply ``key=value`` whose key indexes a list (``rounds.1.optim.lr=1e-4``): the entry must
+    exist; the value is merged into it and checked like every other value."""
+    key = item.partition("=")[0]
+    parts = key.split(".")
+    node: Any = cfg
+    for depth, part in enumerate(parts[:-1]):
+        where = ".".join(parts[:depth]) or "<top level>"
+        if part.isdigit():
+            if not OmegaConf.is_list(node):
+                raise ConfigError(f"override '{item}': '{where}' is not a list, so it has no entry {part}")
+            if int(part) >= len(node):
+                raise ConfigError(f"override '{item}': '{where}' has {len(node)} entries (0-{len(node) - 1}), "
+                                  f"not {int(part) + 1}; give the whole list to add entries")
+            node = node[int(part)]
+        else:
+            if not OmegaConf.is_dict(node) or part not in node:
+                raise ConfigError(f"override '{item}': no key '{part}' under '{where}'")
+            node = node[part]
+    if not (OmegaConf.is_list(node) or OmegaConf.is_dict(node)):
+        raise ConfigError(f"override '{item}': '{'.'.join(parts[:-1])}' holds a value, not a list or mapping")
+    value = OmegaConf.select(dot, key)
+    cfg = copy.deepcopy(cfg)
+    try:
+        OmegaConf.update(cfg, key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value, merge=True)
+    except (ConfigKeyError, ConfigAttributeError) as err:
+        raise ConfigError(f"unknown config key in override '{item}': {str(err).splitlines()[0]}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"bad value in override '{item}': {str(err).splitlines()[0]}") from None
     return cfg
 
 

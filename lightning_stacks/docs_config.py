@@ -41,9 +41,10 @@ Generated from the dataclasses in `lightning_stacks/config.py` (the single sourc
 
 Set any key on the command line as `key=value` after an optional YAML file
 (`python train.py configs/mnist.yaml trainer.max_epochs=3 model.widths=[512,512]`); YAML files in
-`configs/` hold only what they change. An unknown key, a wrong type or an invalid choice fails
-with the valid keys or values named. `reduce.py CKPT key=value ...` starts from the checkpoint's
-own config.
+`configs/` hold only what they change. A number in the key picks one entry of a list and changes
+only the keys given (`rounds.1.reduction.max_drop=0.02`, `rounds.2.optim.lr=5e-4`). An unknown
+key, a wrong type, an entry a list does not have or an invalid choice fails with the valid keys or
+values named. `reduce.py CKPT key=value ...` starts from the checkpoint's own config.
 """
 
 

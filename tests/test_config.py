@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from lightning_stacks.config import ConfigError, load_config
+from lightning_stacks.config import ConfigError, load_config, round_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def test_defaults_are_the_paper_sine_network():
@@ -128,3 +129,28 @@ def test_data_module_selects_its_name_and_keeps_kwargs():
     assert cfg.data.name == "module" and dict(cfg.data.kwargs) == {"n": 3, "path": "x.csv"}
     cfg = load_config(None, ["data.name=csv", "data.path=a.csv", "data.target=[y1,2]", "data.task=regression"])
     assert list(cfg.data.target) == ["y1", 2] and cfg.data.val_fraction == 0.15 and cfg.data.standardize
+
+
+def test_an_override_reaches_into_one_round():
+    cfg = load_config(ROOT / "configs" / "mnist_shrink.yaml",
+                      ["rounds.1.reduction.max_drop=0.02", "rounds.2.distill={weight: 0.5, temperature: 2}",
+                       "rounds.2.optim.lr=5e-4", "model.widths.0=512"])
+    assert cfg.rounds[1].reduction == {"max_drop": 0.02}
+    assert cfg.rounds[1].epochs == 30 and cfg.rounds[2].epochs == 30  # the rest of each entry is kept
+    assert cfg.rounds[2].schedule["batch_start"] == 128 and cfg.rounds[2].optim == {"lr": 5e-4}
+    last = round_config(cfg, 2)
+    assert last.distill.weight == 0.5 and last.distill.temperature == 2.0 and last.optim.lr == 5e-4
+    assert list(cfg.model.widths) == [512, 1024, 1024]
+
+
+@pytest.mark.parametrize(("override", "pattern"), [
+    ("rounds.3.epochs=5", r"'rounds' has 3 entries \(0-2\), not 4"),
+    ("rounds.1.epochs=abc", r"bad value in override 'rounds.1.epochs=abc'"),
+    ("rounds.1.no_such_key=1", r"unknown config key in override 'rounds.1.no_such_key=1'"),
+    ("seed.0=1", r"'seed' holds a value, not a list or mapping"),
+    ("trainer.0.x=1", r"'trainer' is not a list, so it has no entry 0"),
+    ("rounds.1.nothing.x=1", r"no key 'nothing' under 'rounds.1'"),
+])
+def test_a_bad_override_into_a_list_names_the_problem(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(ROOT / "configs" / "mnist_shrink.yaml", [override])
