@@ -8,13 +8,18 @@ the other methods (group sparsity, layer sparsity, stable units) and the harder 
     python bench/compare_mnist.py --mode quick --parts seeds,drops # a subset of the parts
 
 Parts: ``seeds`` (the recipe ``--recipe``, retrain-reduce rounds, once per seed), ``control``
-(each seed's full network given the recipe's last round as well: is it the extra training, not
-the reduction, that decides where the reduced network ends?), ``drops``
-(one automatic reduction of each seed's trained full network per threshold, and magnitude
-pruning without retraining at the same compression), ``width``, ``time``, ``methods``.
+(the recipe with every reduction switched off: the full network trained for the same epochs with
+the same rounds, final round included), ``baselines`` (per seed, at the reduced widths and the same
+total epochs: Torch-Pruning + fine-tuning, global magnitude pruning with retraining, the reduced
+architecture from scratch; ``--baselines`` picks a subset), ``drops`` (one automatic reduction of
+each seed's trained full network per threshold, ``--drops``, and magnitude pruning without
+retraining at the same compression), ``width``, ``time``, ``methods`` (group sparsity, layer
+sparsity and stable units on seed 0).
 Every training run is a ``train.py`` job under ``--work`` (default ``runs/compare_mnist``); a
 finished job (its ``final.ckpt`` and identical ``job.yaml``) is not run again, so an interrupted
-run continues where it stopped and parts can be run one at a time. The summary is written to
+run continues where it stopped and parts can be run one at a time, or shared out: processes
+given the same ``--work`` and disjoint ``--seed-list`` shards run side by side, and a last
+process over all seeds finds every job done and writes the summary. The summary is written to
 ``results/compare_mnist_<mode>.json`` (with the git commit, configs, seeds, per-step widths,
 accuracies, compression factors, wall times), a CSV of the fig. 8 points and PNGs.
 Compression factor = nonzero parameters of the full network / of the compressed one, the same
@@ -27,6 +32,7 @@ import argparse
 import copy
 import csv
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,7 +60,7 @@ MODES = {
     "full": {"seeds": 10, "drops": [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
              "widths": [256, 512, 1024, 2048], "time_fractions": [0.125, 0.25, 0.5, 1.0, 2.0]},
 }
-PARTS = ("seeds", "control", "drops", "width", "time", "methods")
+PARTS = ("seeds", "control", "baselines", "drops", "width", "time", "methods")
 
 
 def root_override(data_name: str, root) -> list[str]:
@@ -77,8 +83,10 @@ class Bench:
         self.train, self.test = dm.split("train"), dm.split("test")
 
     # --- jobs -------------------------------------------------------------------------------
-    def job(self, name: str, cfg: dict) -> Path:
-        """Run ``train.py`` on ``cfg`` in ``work/name`` unless that exact job already finished."""
+    def job(self, name: str, cfg: dict, seed_files: dict[str, Path] | None = None) -> Path:
+        """Run ``train.py`` on ``cfg`` in ``work/name`` unless that exact job already finished.
+        ``seed_files`` (path in the job's folder -> file): copied in first when missing, e.g. an
+        identical round 0 another job already trained, which the job then resumes from."""
         out = self.work / name
         cfg = dict(cfg, out_dir=str(out))
         text = OmegaConf.to_yaml(OmegaConf.create(cfg))
@@ -86,6 +94,10 @@ class Bench:
         if (out / "final.ckpt").is_file() and spec.is_file() and self.same_job(spec, text):
             return out
         out.mkdir(parents=True, exist_ok=True)
+        for rel, src in (seed_files or {}).items():
+            if not (out / rel).is_file():
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, out / rel)
         spec.write_text(text)
         print(f"[bench] job {name} ...", flush=True)
         t0 = time.perf_counter()
@@ -229,23 +241,24 @@ def part_seeds(b: Bench, seeds: list[int]) -> list[dict]:
 
 
 def part_control(b: Bench, seeds: list[int]) -> list[dict]:
-    """The full network given the recipe's last round as it is (its schedule, optimizer and epochs):
-    whether that extra training alone, not the reduction, explains where the reduced network ends."""
-    last = b.recipe.rounds[-1]
+    """The control: the recipe with every reduction switched off, i.e. the full network trained
+    for the same total epochs with the same rounds (schedules, optimizers, final round). Its round
+    0 is the recipe job's round 0 (same seed, same schedule): when that job has trained it, the
+    control resumes from its end instead of training it again."""
+    total = sum(r.epochs for r in b.recipe.rounds)
+    rounds = [dict(r, reduce=False) for r in to_container(b.recipe)["rounds"]]
     runs = []
     for s in seeds:
-        seed_dir = b.work / f"seed_{s}"
-        full_ckpt = seed_dir / "rounds" / "round_0" / "last.ckpt"
-        if not full_ckpt.is_file():
-            raise SystemExit(f"part control needs seed {s}'s trained full network {full_ckpt}: run --parts seeds first")
-        full = load_module(full_ckpt)
+        round0 = b.work / f"seed_{s}" / "rounds" / "round_0" / "last.ckpt"
+        shared = {"rounds/round_0/last.ckpt": round0} if round0.is_file() else None
+        out = b.job(f"seed_{s}_control", b.recipe_cfg(s, rounds=rounds), seed_files=shared)
+        full = load_module(out / "rounds" / "round_0" / "last.ckpt")
         full_nz = nonzero_parameters(full.net)
-        out = b.job(f"seed_{s}_full_last_round", b.fine_tune_cfg(s, full_ckpt, epochs=last.epochs))
-        tuned = b.row("full_plus_last_round", load_module(out / "final.ckpt").net, full_nz, epochs=last.epochs,
-                      wall_seconds=b.wall(out))
-        runs.append({"seed": s, "full": b.row("full", full.net, full_nz), "full_plus_last_round": tuned})
-        print(f"[control] seed {s}: full test {runs[-1]['full']['test_acc']:.4f}, after the recipe's last round "
-              f"({last.epochs} epochs) {tuned['test_acc']:.4f}", flush=True)
+        control = b.row("control_equal_budget", load_module(out / "final.ckpt").net, full_nz, epochs=total,
+                        wall_seconds=b.wall(out), round_0_shared=shared is not None)
+        runs.append({"seed": s, "full": b.row("full", full.net, full_nz), "control": control})
+        print(f"[control] seed {s}: full network after round 0 test {runs[-1]['full']['test_acc']:.4f}, trained "
+              f"{total} epochs with every round and no reduction {control['test_acc']:.4f}", flush=True)
     return runs
 
 
@@ -333,10 +346,13 @@ def torch_pruned(full: StackModule, widths: list[int]) -> StackModule:
     return module
 
 
-def part_methods(b: Bench, seeds: list[int], gs_lambda: float, ls_penalty: float) -> dict:
-    """Issue-7 baselines per seed at our widths/compression, and the seeds' other methods (seed 0)."""
-    from lightning_stacks.reduction.job import reduce_module
+BASELINES = ("torch_pruning", "magnitude", "scratch")
 
+
+def part_baselines(b: Bench, seeds: list[int], which: tuple[str, ...] = BASELINES) -> list[dict]:
+    """Per seed, at the reduced network's widths / compression and the recipe's total epochs:
+    Torch-Pruning of the full network + fine-tuning, global magnitude pruning with retraining,
+    and the reduced architecture trained from scratch (``which`` picks a subset)."""
     rows = []
     total_epochs = sum(r.epochs for r in b.recipe.rounds)
     tune_epochs = total_epochs - b.recipe.rounds[0].epochs
@@ -348,23 +364,33 @@ def part_methods(b: Bench, seeds: list[int], gs_lambda: float, ls_penalty: float
         full_nz, widths = nonzero_parameters(full.net), list(final.net.widths)
         factor = full_nz / nonzero_parameters(final.net)
         rows.append(b.row("reduction", final.net, full_nz, seed=s, epochs=total_epochs, wall_seconds=b.wall(seed_dir)))
-        # Torch-Pruning to our widths + the same fine-tuning as our last round
-        tp_init = seed_dir / "torch_pruned.ckpt"
-        if not tp_init.is_file():
-            save_module(torch_pruned(full, widths), tp_init)
-        out = b.job(f"seed_{s}_torch_pruning", b.fine_tune_cfg(s, tp_init))
-        rows.append(b.row("torch_pruning_finetune", load_module(out / "final.ckpt").net, full_nz, seed=s,
-                          epochs=total_epochs, wall_seconds=b.wall(seed_dir) + b.wall(out)))
-        # magnitude pruning with retraining at our factor (polynomial ramp over the first half)
-        out = b.job(f"seed_{s}_magnitude_retrain", b.fine_tune_cfg(s, full_ckpt, **{"pruning.compression": factor,
-                                                                                     "pruning.end_epoch": tune_epochs / 2}))
-        rows.append(b.row("magnitude_global_retrain", load_module(out / "final.ckpt").net, full_nz, seed=s,
-                          epochs=total_epochs, wall_seconds=b.wall(seed_dir) + b.wall(out)))
-        # the reduced architecture trained from scratch, same recipe, same total epochs
-        cfg = b.recipe_cfg(s, rounds=[], **{"model.widths": widths, "trainer.max_epochs": total_epochs})
-        out = b.job(f"seed_{s}_scratch", cfg)
-        rows.append(b.row("small_from_scratch", load_module(out / "final.ckpt").net, full_nz, seed=s,
-                          epochs=total_epochs, wall_seconds=b.wall(out)))
+        if "torch_pruning" in which:  # Torch-Pruning to our widths + the recipe's later epochs as fine-tuning
+            tp_init = seed_dir / "torch_pruned.ckpt"
+            if not tp_init.is_file():
+                save_module(torch_pruned(full, widths), tp_init)
+            out = b.job(f"seed_{s}_torch_pruning", b.fine_tune_cfg(s, tp_init))
+            rows.append(b.row("torch_pruning_finetune", load_module(out / "final.ckpt").net, full_nz, seed=s,
+                              epochs=total_epochs, wall_seconds=b.wall(seed_dir) + b.wall(out)))
+        if "magnitude" in which:  # magnitude pruning with retraining at our factor (polynomial ramp over the first half)
+            out = b.job(f"seed_{s}_magnitude_retrain", b.fine_tune_cfg(s, full_ckpt, **{"pruning.compression": factor,
+                                                                                         "pruning.end_epoch": tune_epochs / 2}))
+            rows.append(b.row("magnitude_global_retrain", load_module(out / "final.ckpt").net, full_nz, seed=s,
+                              epochs=total_epochs, wall_seconds=b.wall(seed_dir) + b.wall(out)))
+        if "scratch" in which:  # the reduced architecture trained from scratch, same recipe, same total epochs
+            cfg = b.recipe_cfg(s, rounds=[], **{"model.widths": widths, "trainer.max_epochs": total_epochs})
+            out = b.job(f"seed_{s}_scratch", cfg)
+            rows.append(b.row("small_from_scratch", load_module(out / "final.ckpt").net, full_nz, seed=s,
+                              epochs=total_epochs, wall_seconds=b.wall(out)))
+        print(f"[baselines] seed {s}: " + ", ".join(f"{r['method']} {r['test_acc']:.4f}" for r in rows if r["seed"] == s),
+              flush=True)
+    return rows
+
+
+def part_methods(b: Bench, gs_lambda: float, ls_penalty: float) -> list[dict]:
+    """The seeds' other methods on seed 0, against its full network's parameter count."""
+    from lightning_stacks.reduction.job import reduce_module
+
+    b.job("seed_0", b.recipe_cfg(0))
     # the seeds' other methods, seed 0, against the same full network's parameter count
     full = load_module(b.work / "seed_0" / "rounds" / "round_0" / "last.ckpt")
     full_nz = nonzero_parameters(full.net)
@@ -386,7 +412,7 @@ def part_methods(b: Bench, seeds: list[int], gs_lambda: float, ls_penalty: float
         other.append({**point["reduced"], "method": f"{name}+reduction", "seed": 0, "wall_seconds": point["wall_seconds"],
                       "full_trained_with_penalty": point["full"], "after_method_step": after_zeroed, "steps": point["steps"],
                       "compression_vs_unpenalized_full": full_nz / point["reduced"]["nonzero_params"]})
-    return {"per_seed": rows, "other_methods": other}
+    return other
 
 
 # --- summary and plots ----------------------------------------------------------------------
@@ -494,6 +520,10 @@ def main() -> None:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--recipe", default=str(ROOT / "configs" / "mnist_compress.yaml"))
     p.add_argument("--seeds", type=int, default=0, help="number of seeds (default: 3 quick, 10 full)")
+    p.add_argument("--seed-list", default="", help="these seeds instead of 0..N-1, e.g. 3,4 (one shard of a run that "
+                   "several processes share through --work)")
+    p.add_argument("--baselines", default=",".join(BASELINES), help=f"subset of {','.join(BASELINES)} for the baselines part")
+    p.add_argument("--drops", default="", help="thresholds for the drops part, e.g. 1e-4,1e-3 (default: the mode's)")
     p.add_argument("--widths", default="", help="width sweep values, e.g. 256,512 (default: the mode's)")
     p.add_argument("--data-root", default=mnist_root())
     p.add_argument("--work", default=str(ROOT / "runs" / "compare_mnist"))
@@ -510,6 +540,20 @@ def main() -> None:
         raise SystemExit(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     mode = MODES[args.mode]
     seeds = list(range(args.seeds or mode["seeds"]))
+    if args.seed_list:
+        try:
+            seeds = sorted({int(x) for x in args.seed_list.split(",") if x.strip()})
+        except ValueError:
+            raise SystemExit(f"--seed-list takes comma-separated integers, e.g. 3,4 (got '{args.seed_list}')") from None
+    baselines = tuple(x for x in args.baselines.split(",") if x)
+    if set(baselines) - set(BASELINES) or not baselines:
+        raise SystemExit(f"--baselines: choose from {', '.join(BASELINES)} (got '{args.baselines}')")
+    drops = mode["drops"]
+    if args.drops:
+        try:
+            drops = [float(x) for x in args.drops.split(",") if x.strip()]
+        except ValueError:
+            raise SystemExit(f"--drops takes comma-separated numbers, e.g. 1e-4,1e-3 (got '{args.drops}')") from None
     widths = [int(w) for w in args.widths.split(",")] if args.widths else mode["widths"]
     b = Bench(args)
     results = Path(args.results)
@@ -546,15 +590,18 @@ def main() -> None:
     if "control" in parts:
         summary["control"] = part_control(b, seeds)
         save()
-    if "methods" in parts:
-        summary["methods"] = part_methods(b, seeds, args.gs_lambda, args.ls_penalty)
-        summary["methods_summary"] = summarize_methods(summary["methods"]["per_seed"])
-        for m in summary["methods_summary"]:
-            print(f"[methods] {m['method']:<26} test {m['test_acc_mean']:.4f} +- {m['test_acc_sd']:.4f}  train "
+    if "baselines" in parts:
+        summary["baselines"] = part_baselines(b, seeds, baselines)
+        summary["baselines_summary"] = summarize_methods(summary["baselines"])
+        for m in summary["baselines_summary"]:
+            print(f"[baselines] {m['method']:<26} test {m['test_acc_mean']:.4f} +- {m['test_acc_sd']:.4f}  train "
                   f"{m['train_acc_mean']:.4f}  epochs {m['epochs']}", flush=True)
         save()
+    if "methods" in parts:
+        summary["methods"] = part_methods(b, args.gs_lambda, args.ls_penalty)
+        save()
     if "drops" in parts:
-        summary["drops"] = part_drops(b, seeds, mode["drops"])
+        summary["drops"] = part_drops(b, seeds, drops)
         write_csv(results / f"compare_mnist_{args.mode}_fig8.csv", summary["drops"])
         plot_drops(results / f"compare_mnist_{args.mode}_fig8.png", summary["drops"])
         save()

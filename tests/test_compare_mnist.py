@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from conftest import run_cli
 
 RECIPE = """
@@ -25,7 +26,8 @@ def bench_run(tmp_path_factory):
     recipe = tmp / "recipe.yaml"
     recipe.write_text(RECIPE)
     args = ["--recipe", str(recipe), "--work", str(tmp / "work"), "--results", str(tmp / "results"), "--seeds", "1",
-            "--widths", "12,24", "--parts", "seeds,control,drops,time,width", "--logger", "none"]
+            "--widths", "12,24", "--parts", "seeds,control,baselines,drops,time,width", "--logger", "none",
+            "--drops", "1e-8,1e-6,1e-4,1e-3,1e-2"]
     first = run_cli("bench/compare_mnist.py", *args)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = run_cli("bench/compare_mnist.py", *args)  # everything cached: no job runs again
@@ -36,7 +38,7 @@ def bench_run(tmp_path_factory):
 def test_every_part_is_written_with_consistent_accounting(bench_run):
     tmp, _, _ = bench_run
     res = json.loads((tmp / "results" / "compare_mnist_quick.json").read_text())
-    assert res["part_seeds"] == {p: [0] for p in ("seeds", "control", "drops", "time", "width")}
+    assert res["part_seeds"] == {p: [0] for p in ("seeds", "control", "baselines", "drops", "time", "width")}
     assert res["seeds"] == [0] and res["git_commit"] and res["recipe_config"]["data"]["name"] == "digits"
     run = res["seeds_runs"][0]
     assert run["full"]["widths"] == [24, 16, 8] and run["full"]["compression"] == 1.0
@@ -65,16 +67,31 @@ def test_every_part_is_written_with_consistent_accounting(bench_run):
     assert res["seeds_summary"]["global_pruning_10x_errors_at_compression"] == [run["global_pruning_10x_errors_at_compression"]]
     assert run["compression_vs_dense_full"] == pytest.approx(red["compression"])  # no exact zeros in the full net
     assert set(res["seeds_summary"]) >= {"ratio_pruned_global_over_reduced_train_errors", "ratio_pruned_layer_over_reduced_train_errors"}
-    # control: the same full network given the recipe's last round (2 epochs at l2 1e-3), nothing else
+    # control: the recipe with every reduction off (6 epochs, both rounds), round 0 shared with the seed job
     (ctrl,) = res["control"]
     assert ctrl["seed"] == 0 and ctrl["full"] == run["full"]
-    tuned = ctrl["full_plus_last_round"]
-    assert tuned["widths"] == [24, 16, 8] and tuned["epochs"] == 2
+    control = ctrl["control"]
+    assert control["widths"] == [24, 16, 8] and control["epochs"] == 6 and control["round_0_shared"]
+    from lightning_stacks.checkpoint import read_checkpoint
     from lightning_stacks.config import load_config
 
-    job = load_config(tmp / "work" / "seed_0_full_last_round" / "job.yaml")
-    assert not job.rounds and job.trainer.max_epochs == 2 and job.init_from.endswith("seed_0/rounds/round_0/last.ckpt")
-    assert job.schedule.l2_start == job.schedule.l2_end == 1.0e-3 and job.schedule.warmup_epochs == 0
+    job = load_config(tmp / "work" / "seed_0_control" / "job.yaml")
+    assert [r.reduce for r in job.rounds] == [False, False] and [r.epochs for r in job.rounds] == [4, 2]
+    shared = read_checkpoint(tmp / "work" / "seed_0_control" / "rounds" / "round_0" / "last.ckpt")
+    own = read_checkpoint(tmp / "work" / "seed_0" / "rounds" / "round_0" / "last.ckpt")
+    assert all(torch.equal(shared["state_dict"][k], v) for k, v in own["state_dict"].items())
+    # baselines at the reduced widths / compression, every one trained for the recipe's 6 epochs
+    rows = {r["method"]: r for r in res["baselines"]}
+    assert set(rows) == {"reduction", "torch_pruning_finetune", "magnitude_global_retrain", "small_from_scratch"}
+    assert rows["reduction"]["widths"] == red["widths"] and rows["reduction"]["test_acc"] == red["test_acc"]
+    assert rows["torch_pruning_finetune"]["widths"] == rows["small_from_scratch"]["widths"] == red["widths"]
+    assert rows["magnitude_global_retrain"]["widths"] == [24, 16, 8]
+    assert rows["magnitude_global_retrain"]["nonzero_params"] <= red["nonzero_params"] * 1.01
+    assert {r["epochs"] for r in rows.values()} == {6}
+    tuned = load_config(tmp / "work" / "seed_0_torch_pruning" / "job.yaml")
+    assert tuned.trainer.max_epochs == 2 and tuned.init_from.endswith("seed_0/torch_pruned.ckpt")
+    assert load_config(tmp / "work" / "seed_0_scratch" / "job.yaml").trainer.max_epochs == 6
+    assert [m["method"] for m in res["baselines_summary"]] == [r["method"] for r in res["baselines"]]
     drops = res["drops"]
     assert [p["max_drop"] for p in drops] == [1e-8, 1e-6, 1e-4, 1e-3, 1e-2]
     assert drops[-1]["reduction"]["neurons"] <= drops[0]["reduction"]["neurons"]  # 1e-2 allows more than 1e-8
@@ -90,12 +107,29 @@ def test_finished_jobs_are_not_run_again(bench_run):
     assert "[bench] job" not in second
 
 
-def test_control_without_the_seed_jobs_is_refused(tmp_path):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seed-list", "1,x"], "--seed-list takes comma-separated integers"),
+    (["--baselines", "scratch,bogus"], "--baselines: choose from torch_pruning, magnitude, scratch"),
+    (["--drops", "1e-3,big"], "--drops takes comma-separated numbers"),
+])
+def test_bad_shard_arguments_are_refused(tmp_path, args, message):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
-    out = run_cli("bench/compare_mnist.py", "--recipe", str(recipe), "--parts", "control", "--seeds", "1",
+    out = run_cli("bench/compare_mnist.py", "--recipe", str(recipe), "--parts", "seeds", *args,
                   "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"), "--logger", "none")
-    assert out.returncode != 0 and "part control needs seed 0's trained full network" in out.stderr
+    assert out.returncode != 0 and message in out.stderr
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_shard_runs_only_its_seeds(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.replace("epochs: 4", "epochs: 1").replace("epochs: 2", "epochs: 1"))
+    out = run_cli("bench/compare_mnist.py", "--recipe", str(recipe), "--parts", "seeds", "--seed-list", "2",
+                  "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"), "--logger", "none")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["seed_2"]
+    res = json.loads((tmp_path / "results" / "compare_mnist_quick.json").read_text())
+    assert res["seeds"] == [2] and [r["seed"] for r in res["seeds_runs"]] == [2]
 
 
 def test_unknown_part_is_refused(tmp_path):
