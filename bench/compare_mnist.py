@@ -193,9 +193,14 @@ class Bench:
         return points
 
 
+EVAL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def wrong_predictions(net, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Misclassified rows of ``x``, computed on the network's device (the CPU-held data is moved
-    there in batches by ``predict``; the labels follow the outputs)."""
+    """Misclassified rows of ``x``, counted on the GPU when there is one (a copy of a CPU net is
+    moved there; the CPU-held data follows in batches, see ``predict``)."""
+    if next(net.parameters()).device != EVAL_DEVICE:
+        net = copy.deepcopy(net).to(EVAL_DEVICE)
     out = predict(net, x)  # (N, classes) on the net's device
     return int((out.argmax(1) != y.to(out.device)).sum())
 
