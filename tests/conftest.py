@@ -66,4 +66,5 @@ def device():
     the GPU path of a GPU machine and unchanged on CPU-only CI."""
     import torch
 
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    # with its index: tensors report cuda:0, and torch.device("cuda") != torch.device("cuda:0")
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")

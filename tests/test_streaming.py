@@ -53,7 +53,9 @@ def test_streamed_step1_equals_in_memory_step1(trained_digits, device):
     same_network(streamed, mem)
     assert rep.kept_ids == rep_mem.kept_ids
     assert rep.steps[1].details == rep_mem.steps[1].details  # the same dead / always-active counts
-    assert rep.steps[1].max_output_change == pytest.approx(rep_mem.steps[1].max_output_change, rel=1e-3, abs=1e-6)
+    # folding changes outputs by float32 round-off only, whose size depends on the batching (and on
+    # the GPU's kernels): equal to the same 1e-5 as the outputs compared below
+    assert rep.steps[1].max_output_change == pytest.approx(rep_mem.steps[1].max_output_change, rel=1e-3, abs=1e-5)
     assert next(streamed.parameters()).device == next(net.parameters()).device
     with torch.no_grad():
         torch.testing.assert_close(streamed(x.to(device)), net(x.to(device)), rtol=1e-5, atol=1e-5)

@@ -39,14 +39,18 @@ def settings_from_config(r, history: list | None = None) -> ReduceSettings:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``reduce.device`` as a device; a CUDA device always with its index (``cuda`` -> ``cuda:0``),
+    so that it compares equal to the device tensors report."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(name)
     except RuntimeError:
         raise ReductionError(f"reduce.device='{name}' is not a device (use auto, cpu, cuda, cuda:0)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ReductionError(f"reduce.device='{name}' but CUDA is not available")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
