@@ -157,3 +157,15 @@ def test_a_job_spec_written_before_a_new_config_key_still_matches(bench_run):
     assert not Bench.same_job(old, text)
     old.write_text(text.replace("  polish: false\n", "  no_such_key: 1\n"))
     assert not Bench.same_job(old, text)
+
+
+def test_the_frontier_plot_reads_every_row_of_a_summary(bench_run):
+    tmp, _, _ = bench_run
+    out = run_cli("bench/plot_frontier.py", str(tmp / "frontier.png"), str(tmp / "results" / "compare_mnist_quick.json"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if "seeds" in line]
+    labels = " ".join(lines)
+    for label in ("recipe: reduced", "control: full network", "Torch-Pruning", "from scratch", "magnitude pruning"):
+        assert label in labels
+    assert len(lines) == 5 and all("seeds  1" in line for line in lines)
+    assert (tmp / "frontier.png").stat().st_size > 10_000
