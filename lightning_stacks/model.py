@@ -15,6 +15,7 @@ between this form and a plain ``nn.Sequential`` of ``Linear``/``ReLU`` layers (d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -346,6 +347,25 @@ class DeepStackNetwork(nn.Module):
                 fused.append(None)
             specs = fused[:-1]
         return nn.Sequential(*(nn.ReLU() if layer is None else _linear(*layer) for layer in specs))
+
+    @torch.no_grad()
+    def flush_tiny_(self, threshold: float = 1e-20) -> int:
+        """Set every parameter entry with ``0 < |w| < threshold`` to exactly 0; returns how many.
+
+        Strong l2 decays most weights of a trained network geometrically; some end near float32's
+        subnormal range (below ~1.2e-38), where their products with activations are subnormal
+        numbers that CPUs compute on a slow path: an MNIST 3x1024 network trained that way ran
+        14x slower at batch 1024 than after this flush. At the default threshold a weight changes
+        an output by less than 1e-20 per unit of its input: nothing, in float32, for inputs and
+        activations of ordinary size. Returns 0 and changes nothing when there are none."""
+        if not threshold > 0 or not math.isfinite(threshold):
+            raise ValueError(f"threshold must be a positive finite number, got {threshold!r}")
+        count = 0
+        for p in self.parameters():
+            tiny = (p != 0) & (p.abs() < threshold)
+            count += int(tiny.sum())
+            p.masked_fill_(tiny, 0.0)
+        return count
 
     def architecture(self) -> dict:
         """All shapes needed to rebuild the network (saved in checkpoints)."""

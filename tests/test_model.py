@@ -59,3 +59,23 @@ def test_bad_arguments(kwargs, pattern):
 def test_from_architecture_missing_keys():
     with pytest.raises(ValueError, match=r"architecture is missing keys: \['skips'\]"):
         DeepStackNetwork.from_architecture({"input_dim": 2, "widths": [1], "dims": [1]})
+
+
+def test_flush_tiny_zeroes_only_the_tiny_weights_and_keeps_the_outputs(device):
+    torch.manual_seed(0)
+    net = DeepStackNetwork(5, [8, 6, 4], [3, 3, 2]).to(device)
+    with torch.no_grad():
+        w = net.stacks[0].V.weight
+        w[0, :3] = torch.tensor([1e-39, -3e-25, 1e-21])  # subnormal, tiny, tiny
+        w[1, 0] = 2e-20  # above the threshold: kept
+    x = torch.rand(64, 5, device=device)
+    with torch.no_grad():
+        before = net(x)
+    assert net.flush_tiny_() == 3
+    assert (w[0, :3] == 0).all() and w[1, 0] == 2e-20
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), before, rtol=0, atol=1e-30)
+    assert net.flush_tiny_() == 0  # nothing left to flush
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="threshold must be a positive finite number"):
+            net.flush_tiny_(bad)
