@@ -50,6 +50,8 @@ def test_regression_teacher_loss_is_the_summed_squared_distance():
     torch.testing.assert_close(module.teacher_loss(out, x), (out - teacher(x)).pow(2).sum(1).mean())
 
 
+# training_step is called directly, without a Trainer: Lightning notes that self.log has nowhere to go
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)` but the `self.trainer` reference")
 def test_training_step_mixes_label_and_teacher_loss_by_weight():
     torch.manual_seed(2)
     module = make_module("distill.weight=0.25")
