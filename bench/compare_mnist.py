@@ -158,7 +158,7 @@ class Bench:
 
     # --- evaluation ---------------------------------------------------------------------------
     def errors(self, net) -> dict:
-        net.eval()
+        net = on_eval_device(net).eval()  # once for both splits
         out = {}
         for split, (x, y) in (("train", self.train), ("test", self.test)):
             wrong = wrong_predictions(net, x, y)
@@ -196,12 +196,15 @@ class Bench:
 EVAL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def on_eval_device(net):
+    """``net`` if it is on the GPU (when there is one), else a copy of it there."""
+    return net if next(net.parameters()).device == EVAL_DEVICE else copy.deepcopy(net).to(EVAL_DEVICE)
+
+
 def wrong_predictions(net, x: torch.Tensor, y: torch.Tensor) -> int:
     """Misclassified rows of ``x``, counted on the GPU when there is one (a copy of a CPU net is
     moved there; the CPU-held data follows in batches, see ``predict``)."""
-    if next(net.parameters()).device != EVAL_DEVICE:
-        net = copy.deepcopy(net).to(EVAL_DEVICE)
-    out = predict(net, x)  # (N, classes) on the net's device
+    out = predict(on_eval_device(net), x)  # (N, classes) on the net's device
     return int((out.argmax(1) != y.to(out.device)).sum())
 
 

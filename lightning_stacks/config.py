@@ -7,7 +7,6 @@ override the YAML. Unknown keys and values of the wrong type are refused with a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import re
@@ -479,8 +478,7 @@ def _update_in_list(cfg: DictConfig, item: str, dot: DictConfig) -> DictConfig:
     if not (OmegaConf.is_list(node) or OmegaConf.is_dict(node)):
         raise ConfigError(f"override '{item}': '{'.'.join(parts[:-1])}' holds a value, not a list or mapping")
     value = OmegaConf.select(dot, key)
-    cfg = copy.deepcopy(cfg)
-    try:
+    try:  # cfg is load_config's own, built by merges: updating it in place touches no caller's config
         OmegaConf.update(cfg, key, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value, merge=True)
     except (ConfigKeyError, ConfigAttributeError) as err:
         raise ConfigError(f"unknown config key in override '{item}': {str(err).splitlines()[0]}") from None
