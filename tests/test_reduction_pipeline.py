@@ -31,6 +31,28 @@ def test_step1_with_all_training_inputs_changes_no_training_prediction(trained_d
     assert report.steps[1].max_output_change <= 1e-5 * before.abs().max().item()
 
 
+def test_the_reduced_network_leaves_without_subnormal_weights(trained_digits, device):
+    """Weights that strong l2 left below 1e-20 are zeroed in the returned network (they change
+    no output but make CPU inference slow), counted in the report; the input is not modified."""
+    module, dm, _ = trained_digits
+    x, _ = dm.split("train")
+    net = copy.deepcopy(module.net).to(device)
+    x = x.to(device)
+    kept = (net.stacks[0].V.weight != 0).any(1).nonzero().flatten()[:2]  # planted in neurons step 1 may keep
+    with torch.no_grad():
+        net.stacks[0].V.weight[kept[0], :2] = torch.tensor([1e-39, -1e-30])
+        net.stacks[0].W.weight[0, kept[1]] = 3e-25
+    reduced, report = reduce_network(net, x, ReduceSettings(), task="classification")
+    assert net.stacks[0].V.weight[kept[0], 0] == 1e-39, "the caller's network is not modified"
+    assert report.flushed_tiny >= 1 and report.to_dict()["flushed_tiny"] == report.flushed_tiny
+    for name, p in reduced.named_parameters():
+        assert not ((p != 0) & (p.abs() < 1e-20)).any(), name
+    with torch.no_grad():
+        torch.testing.assert_close(reduced(x), net(x), rtol=1e-5, atol=1e-5)
+    _, again = reduce_network(reduced, x, ReduceSettings(), task="classification")
+    assert again.flushed_tiny == 0
+
+
 def test_step1_on_a_sample_is_exact_on_that_sample(trained_digits):
     module, dm, _ = trained_digits
     x, _ = dm.split("train")
