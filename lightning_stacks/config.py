@@ -290,7 +290,8 @@ class DistillConfig:
     the loss is ``(1 - weight) * label loss + weight * teacher loss``). ``temperature`` (> 0):
     classification compares the softened class distributions (KL, scaled by T^2); regression
     uses the squared distance to the teacher's outputs. ``teacher``: a checkpoint of ours; empty
-    = in a rounds job, the full network (round 0's trained network, before its reduction).
+    = in a rounds job, the full network (round 0's trained network, before its reduction);
+    ``previous`` = in a rounds job, the network the previous round trained, before its reduction.
     """
 
     weight: float = 0.0

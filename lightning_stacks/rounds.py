@@ -37,6 +37,7 @@ from .training import (
     fit,
     follow_schedule,
     initial_module,
+    TEACHER_PREVIOUS,
     load_teacher,
     loader_options,
     log_summary,
@@ -88,9 +89,9 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         spec = cfg.rounds[i]
         rcfg = round_config(cfg, i)
         module.set_round_config(rcfg)
-        wanted = str(rcfg.distill.teacher or full_network) if rcfg.distill.weight > 0 else None
+        wanted = teacher_of_round(cfg, i, rounds_dir, full_network) if rcfg.distill.weight > 0 else None
         if wanted is not None and wanted != teacher_path:  # loaded once, kept across rounds
-            module.set_teacher(load_teacher(rcfg, full_network))
+            module.set_teacher(load_teacher(rcfg, wanted))
             teacher_path = wanted
         follow_schedule(dm, module)
         if logger:
@@ -194,7 +195,14 @@ def _check_rounds(cfg: DictConfig, rounds_dir: Path) -> Path | None:
         d = round_config(cfg, i).distill
         if d.weight <= 0:
             continue
-        if d.teacher:
+        if d.teacher == TEACHER_PREVIOUS:
+            if i == 0:
+                raise ConfigError("rounds[0]: distill.teacher=previous distills from the previous round's network, "
+                                  "but rounds[0] is the first round")
+            if round_epochs(cfg, i - 1) <= 0:
+                raise ConfigError(f"rounds[{i}]: distill.teacher=previous distills from the network rounds[{i - 1}] trains, "
+                                  f"but rounds[{i - 1}] trains 0 epochs")
+        elif d.teacher:
             if not Path(d.teacher).is_file():
                 raise ConfigError(f"rounds[{i}]: distill teacher checkpoint '{d.teacher}' does not exist")
         elif i == 0 and round_epochs(cfg, 0) > 0:
@@ -204,6 +212,16 @@ def _check_rounds(cfg: DictConfig, rounds_dir: Path) -> Path | None:
             raise ConfigError(f"rounds[{i}] distills from the full network, but round 0 does not train it and there is no "
                               "init_from: give distill.teacher=<checkpoint>")
     return default
+
+
+def teacher_of_round(cfg: DictConfig, i: int, rounds_dir: Path, full_network: Path | None) -> str:
+    """The checkpoint round ``i`` distills from: ``distill.teacher``; ``previous`` = the network
+    round ``i - 1`` trained (its ``last.ckpt``: saved after its last epoch, before its reduction);
+    empty = the full network."""
+    teacher = round_config(cfg, i).distill.teacher
+    if teacher == TEACHER_PREVIOUS:
+        return str(rounds_dir / f"round_{i - 1}" / "last.ckpt")
+    return str(teacher or full_network)
 
 
 def _write_checksum(rounds_dir: Path, i: int, trainer: pl.Trainer, module: StackModule) -> None:

@@ -265,12 +265,19 @@ def follow_schedule(dm, module: StackModule) -> None:
         dm.schedule = module.schedule
 
 
+TEACHER_PREVIOUS = "previous"  # distill.teacher: the previous round's trained network
+
+
 def load_teacher(cfg: DictConfig, default: str | Path | None = None):
     """The frozen network ``distill`` trains toward: ``distill.teacher``, else ``default`` (a
-    rounds job's full network). Raises ConfigError if there is none or the file is missing."""
+    rounds job's full network, or for ``teacher: previous`` the previous round's network).
+    Raises ConfigError if there is none or the file is missing."""
     from .checkpoint import load_module
 
-    path = cfg.distill.teacher or default
+    if cfg.distill.teacher == TEACHER_PREVIOUS and not default:
+        raise ConfigError("distill.teacher=previous (the previous round's network) is for a round of a rounds job; "
+                          "a single fit needs distill.teacher=<checkpoint>")
+    path = default if cfg.distill.teacher == TEACHER_PREVIOUS else cfg.distill.teacher or default
     if not path:
         raise ConfigError("distill.weight > 0 needs a teacher: set distill.teacher=<checkpoint> "
                           "(only a rounds job has a default, its full network)")

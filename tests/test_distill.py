@@ -103,6 +103,27 @@ def test_rounds_distill_from_the_full_network_of_round_zero(tmp_path):
     assert evaluate(full.net, dm_x, dm_y, full.task) == pytest.approx(history[0]["steps"][0]["metrics"]["train"], rel=1e-6)
 
 
+def test_rounds_distill_from_the_previous_rounds_network(tmp_path):
+    """teacher: previous = the network the previous round trained, before its reduction (here
+    round 1's, which differs from the full network: round 0 reduced it and round 1 retrained it)."""
+    from lightning_stacks.rounds import teacher_of_round
+
+    rounds = ("rounds=[{epochs: 2, reduction: {max_drop: 0.05}}, {epochs: 2, reduction: {max_drop: 0.05}}, "
+              "{epochs: 2, reduce: false, distill: {weight: 0.5, teacher: previous}}]")
+    proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", rounds)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "round 2: 2 epochs on widths" in proc.stdout and "distilling (weight 0.5)" in proc.stdout
+    cfg = load_config("configs/debug.yaml", [f"out_dir={tmp_path}", rounds])
+    rounds_dir = tmp_path / "rounds"
+    assert teacher_of_round(cfg, 2, rounds_dir, rounds_dir / "round_0" / "last.ckpt") == str(rounds_dir / "round_1" / "last.ckpt")
+    teacher = load_module(rounds_dir / "round_1" / "last.ckpt")
+    history = read_checkpoint(tmp_path / "final.ckpt")["hyper_parameters"]["history"]
+    # round 1's trained network is the "full" row of the second reduction, not the first's
+    assert teacher.net.widths == history[1]["steps"][0]["widths"] != history[0]["steps"][0]["widths"]
+    x, y = _train_split(teacher)
+    assert evaluate(teacher.net, x, y, teacher.task) == pytest.approx(history[1]["steps"][0]["metrics"]["train"], rel=1e-6)
+
+
 def _train_split(module):
     from lightning_stacks.data import build_datamodule
 
@@ -114,6 +135,11 @@ def _train_split(module):
     (["rounds=[{epochs: 2}, {epochs: 1, distill: {weight: 0.5, teacher: nowhere.ckpt}}]"],
      "rounds[1]: distill teacher checkpoint 'nowhere.ckpt' does not exist"),
     (["distill.weight=0.5"], "distill.weight > 0 needs a teacher: set distill.teacher=<checkpoint>"),
+    (["distill.weight=0.5", "distill.teacher=previous"], "distill.teacher=previous (the previous round's network) is for a round"),
+    (["rounds=[{epochs: 2, distill: {weight: 0.5, teacher: previous}}]"],
+     "rounds[0]: distill.teacher=previous distills from the previous round's network, but rounds[0] is the first round"),
+    (["rounds=[{epochs: 2}, {epochs: 0}, {epochs: 1, distill: {weight: 0.5, teacher: previous}}]"],
+     "rounds[2]: distill.teacher=previous distills from the network rounds[1] trains, but rounds[1] trains 0 epochs"),
 ])
 def test_distill_without_a_teacher_fails_before_training(tmp_path, args, message):
     proc = run_cli("train.py", "configs/debug.yaml", f"out_dir={tmp_path}", *args)
