@@ -141,14 +141,15 @@ class Bench:
         return self.recipe_cfg(seed, rounds=[first], **changes)
 
     def fine_tune_cfg(self, seed: int, init_from: Path, epochs: int | None = None, **changes) -> dict:
-        """A single fit with the recipe's last round's schedule and optimizer settings, as long as
-        ``epochs`` (default: all the recipe's rounds after the first together)."""
+        """A single fit with the recipe's last round's schedule, optimizer and augmentation
+        settings, as long as ``epochs`` (default: all the recipe's rounds after the first together)."""
         rounds = to_container(self.recipe)["rounds"]
         last = rounds[-1]
         cfg = self.recipe_cfg(seed, rounds=[], init_from=str(init_from), **changes)
         cfg["trainer"]["max_epochs"] = sum(r["epochs"] for r in rounds[1:]) if epochs is None else epochs
         cfg["schedule"].update(last.get("schedule", {}))
         cfg["optim"].update(last.get("optim", {}))
+        cfg["augment"].update(last.get("augment", {}))
         return cfg
 
     @staticmethod

@@ -300,6 +300,22 @@ class DistillConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Beyond the paper: random translations of the training images (evaluation and the
+    reduction see the inputs as they are). ``shift``: each training image moves by a random
+    whole number of pixels in [-shift, shift] along each axis, drawn per image and per step
+    (0 = off); the uncovered border takes ``fill`` (in the network's input units: 0 is MNIST's
+    background). ``image_shape``: [H, W] or [C, H, W] of the flattened inputs (C-major, as
+    ``x.reshape(N, C, H, W)`` reads them); empty = the data set's own (MNIST 28x28, digits 8x8).
+    A distillation teacher sees the same moved images as the network it teaches.
+    """
+
+    shift: int = 0
+    fill: float = 0.0
+    image_shape: list[int] = field(default_factory=list)
+
+
+@dataclass
 class RoundConfig:
     """One retrain-reduce round: train ``epochs`` (0 = reduce only; -1 = ``trainer.max_epochs``),
     then reduce if ``reduce``.
@@ -308,7 +324,8 @@ class RoundConfig:
     and ``reduce.*`` keys for this round only; ``group_sparsity``, ``layer_sparsity`` and
     ``pruning`` override the training-time methods' keys (e.g. ``{lambdas: []}`` turns group
     sparsity off for a fine-tuning round), ``distill`` the distillation keys (e.g. ``{weight:
-    0.5}`` for a fine-tuning round). Validated: unknown keys are refused.
+    0.5}`` for a fine-tuning round), ``augment`` the augmentation keys (e.g. ``{shift: 2}``).
+    Validated: unknown keys are refused.
 
     ``within`` (>= 0; -1 = no check): a guard for rounds that may end worse than the full
     network (an overshooting reduction whose fine-tuning does not win it back). After the round,
@@ -327,6 +344,7 @@ class RoundConfig:
     layer_sparsity: dict[str, Any] = field(default_factory=dict)
     pruning: dict[str, Any] = field(default_factory=dict)
     distill: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, Any] = field(default_factory=dict)
 
 
 def default_rounds() -> list[RoundConfig]:
@@ -377,6 +395,7 @@ class Config:
     layer_sparsity: LayerSparsityConfig = field(default_factory=LayerSparsityConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     rounds: list[RoundConfig] = field(default_factory=default_rounds)
 
 
@@ -620,6 +639,10 @@ def validate(cfg: DictConfig) -> None:
     ds = cfg.distill
     if not 0 <= ds.weight <= 1 or not ds.temperature > 0:
         raise ConfigError(f"distill.weight must be in [0, 1] and distill.temperature > 0, got {ds.weight} and {ds.temperature}")
+    au = cfg.augment
+    if au.shift < 0 or not math.isfinite(au.fill) or any(n < 1 for n in au.image_shape) or len(au.image_shape) not in (0, 2, 3):
+        raise ConfigError(f"augment: need shift >= 0, a finite fill and image_shape [] or [H, W] or [C, H, W] of positive sizes, "
+                          f"got shift={au.shift}, fill={au.fill}, image_shape={list(au.image_shape)}")
     validate_reduce(cfg.reduce)
     if cfg.reduce.after_training and cfg.rounds:
         raise ConfigError("reduce.after_training is for a single fit (rounds=[]): a job with rounds reduces in each "
@@ -696,7 +719,7 @@ def round_config(cfg: DictConfig, index: int) -> DictConfig:
     over = {"trainer": {"max_epochs": max(1, round_epochs(cfg, index))}, "schedule": dict(r.schedule),
             "optim": dict(r.optim), "reduce": dict(r.reduction), "group_sparsity": dict(r.group_sparsity),
             "layer_sparsity": dict(r.layer_sparsity), "pruning": dict(r.pruning),
-            "distill": dict(r.distill)}
+            "distill": dict(r.distill), "augment": dict(r.augment)}
     schema = Config()
     out = _merge(cfg, OmegaConf.create(over), schema, f"rounds[{index}]")
     validate(out)

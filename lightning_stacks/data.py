@@ -156,12 +156,14 @@ class TensorDataModule(pl.LightningDataModule):
             for classification). Built-in data sets know them before ``setup()`` (class
             attributes); file data sets set them in ``setup()``.
         classes: label names (classification), or None.
+        image_shape: (H, W) or (C, H, W) of image inputs (what ``augment.shift`` moves), or None.
     """
 
     task: str | None = "regression"
     input_dim: int | None = 1
     output_dim: int | None = 1
     classes: list[str] | None = None
+    image_shape: tuple[int, ...] | None = None
 
     def __init__(self, cfg, schedule: Schedule | None = None, seed: int = 0):
         super().__init__()
@@ -229,6 +231,8 @@ class TensorDataModule(pl.LightningDataModule):
                                "dataset": str(self.cfg.name)}
         if self.classes is not None:
             out["classes"] = [str(c) for c in self.classes]
+        if self.image_shape is not None:
+            out["image_shape"] = [int(n) for n in self.image_shape]
         for name in ("train", "val", "test"):
             out[f"n_{name}"] = int(self.tensors[name][0].shape[0])
         return out
@@ -369,6 +373,7 @@ class MNISTDataModule(TensorDataModule):
     input_dim = 784
     output_dim = 10
     classes = [str(i) for i in range(10)]
+    image_shape = (28, 28)
 
     def load(self):
         root = default_data_root(self.cfg.root)
@@ -414,6 +419,7 @@ class DigitsDataModule(TensorDataModule):
     input_dim = 64
     output_dim = 10
     classes = [str(i) for i in range(10)]
+    image_shape = (8, 8)
 
     def load(self):
         from sklearn.datasets import load_digits
@@ -885,7 +891,7 @@ def describe_data(dm: pl.LightningDataModule) -> dict[str, Any]:
     """The :meth:`TensorDataModule.info` dict for any LightningDataModule (set up here if needed).
 
     Uses ``dm.info()`` if the module has one; else its attributes ``task``, ``input_dim``,
-    ``output_dim`` (or ``num_classes``), and ``classes``/``feature_names`` if present; whatever
+    ``output_dim`` (or ``num_classes``), and ``classes``/``feature_names``/``image_shape`` if present; whatever
     is still unknown is inferred by one pass over ``dm.train_dataloader()``: input_dim from x
     (B, d); an integer y means classification with max label + 1 classes, a float y regression
     with y.shape[1] outputs (1 for a (B,) target).
@@ -906,7 +912,7 @@ def describe_data(dm: pl.LightningDataModule) -> dict[str, Any]:
             raise DataError(f"{owner}.info() lacks {sorted(missing)}")
     else:
         out = {}
-        for key in ("task", "input_dim", "output_dim", "classes", "feature_names"):
+        for key in ("task", "input_dim", "output_dim", "classes", "feature_names", "image_shape"):
             if getattr(dm, key, None) is not None:
                 out[key] = getattr(dm, key)
         if getattr(dm, "num_classes", None) is not None and out.get("task", "classification") == "classification":
@@ -919,6 +925,8 @@ def describe_data(dm: pl.LightningDataModule) -> dict[str, Any]:
             out["classes"] = [str(c) for c in out["classes"]]
         if "feature_names" in out:
             out["feature_names"] = [str(c) for c in out["feature_names"]]
+        if "image_shape" in out:
+            out["image_shape"] = [int(n) for n in out["image_shape"]]
     if out["task"] not in TASKS:
         raise DataError(f"{owner}: task must be one of {', '.join(TASKS)}, got {out['task']!r}")
     for key in ("input_dim", "output_dim"):

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 import torchmetrics
 
 from . import names
-from .config import from_container
+from .augment import image_layout, random_shift
+from .config import ConfigError, from_container
 from .errors import LightningStacksError
 from .evaluation import targets_for
 from .model import DeepStackNetwork
@@ -45,7 +46,10 @@ def builtin_data_info(name: str) -> dict | None:
     cls = DATAMODULES.get(name)
     if cls is None:
         return None
-    return {"task": cls.task, "input_dim": cls.input_dim, "output_dim": cls.output_dim}
+    info = {"task": cls.task, "input_dim": cls.input_dim, "output_dim": cls.output_dim}
+    if cls.image_shape is not None:
+        info["image_shape"] = list(cls.image_shape)
+    return info
 
 
 def _sum_of_squares(params: list[torch.Tensor]) -> torch.Tensor | float:
@@ -289,6 +293,8 @@ class StackModule(pl.LightningModule):
                     g["lr"] = g.get("base_lr", g["lr"]) * s.lr_mult
 
     def on_fit_start(self) -> None:
+        if self.cfg.augment.shift > 0:
+            self.image_layout()  # a shift without images fails here, before the first step
         if self.__dict__.get("_compiled_net") is not self.net:  # compiled after the move to the device
             self.compile_network()
             object.__setattr__(self, "_compiled_net", self.net)
@@ -325,8 +331,27 @@ class StackModule(pl.LightningModule):
         )
 
     # ------------------------------------------------------------------ steps
+    def image_layout(self, cfg=None) -> tuple[int, int, int]:
+        """(C, H, W) that ``augment.shift`` moves under ``cfg`` (default: the module's config):
+        ``augment.image_shape``, else the data set's. ConfigError when neither gives one, or
+        when it does not hold the network's inputs."""
+        cfg = self.cfg if cfg is None else cfg
+        shape = list(cfg.augment.image_shape) or self.data_info.get("image_shape")
+        if not shape:
+            raise ConfigError(f"augment.shift={cfg.augment.shift} moves images, but data '{cfg.data.name}' has no image "
+                              "shape: set augment.image_shape=[H, W] (or [C, H, W]) or augment.shift=0")
+        return image_layout(shape, self.net.input_dim)
+
+    def augment_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch's inputs after ``augment.*`` (themselves when it is off)."""
+        a = self.cfg.augment
+        if a.shift <= 0:
+            return x
+        return random_shift(x, self.image_layout(), int(a.shift), float(a.fill))
+
     def training_step(self, batch, batch_idx):
         x, y = batch
+        x = self.augment_inputs(x)  # the teacher below sees the same moved images
         out = self(x)
         data = self.data_loss(out, y)
         logged = {}

@@ -31,13 +31,13 @@ from .reduction.job import (
 from .reduction.pipeline import ReductionError
 from .rundir import check_out_dir, is_launch_rank_zero
 from .training import (
+    TEACHER_PREVIOUS,
     build_logger,
     build_trainer,
     final_metrics,
     fit,
     follow_schedule,
     initial_module,
-    TEACHER_PREVIOUS,
     load_teacher,
     loader_options,
     log_summary,
@@ -80,6 +80,13 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         print(f"[rounds] resuming after round {done} from {path}: widths {module.net.widths}", flush=True)
     else:
         module = initial_module(cfg, dm)
+    for i in range(done + 1, len(cfg.rounds)):  # before any training: a round that moves images has images
+        rcfg = round_config(cfg, i)
+        if rcfg.augment.shift > 0:
+            try:
+                module.image_layout(rcfg)
+            except ConfigError as err:
+                raise ConfigError(f"rounds[{i}]: {err}") from None
     logger = with_step_offset(build_logger(cfg))
     trainer = None
     teacher_path = None

@@ -320,6 +320,8 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
     check_accelerator(cfg.trainer.accelerator)
     dm = build_datamodule(cfg.data, seed=cfg.seed)
     module = initial_module(cfg, dm)
+    if cfg.augment.shift > 0:
+        module.image_layout()  # fails before the Trainer starts
     if cfg.distill.weight > 0:
         module.set_teacher(load_teacher(cfg))
     follow_schedule(dm, module)
