@@ -336,7 +336,8 @@ class StackModule(pl.LightningModule):
         ``augment.image_shape``, else the data set's. ConfigError when neither gives one, or
         when it does not hold the network's inputs."""
         cfg = self.cfg if cfg is None else cfg
-        shape = list(cfg.augment.image_shape) or self.data_info.get("image_shape")
+        builtin = builtin_data_info(cfg.data.name) or {}  # also for checkpoints saved before data sets had shapes
+        shape = list(cfg.augment.image_shape) or self.data_info.get("image_shape") or builtin.get("image_shape")
         if not shape:
             raise ConfigError(f"augment.shift={cfg.augment.shift} moves images, but data '{cfg.data.name}' has no image "
                               "shape: set augment.image_shape=[H, W] (or [C, H, W]) or augment.shift=0")

@@ -78,6 +78,12 @@ def test_training_step_moves_the_images_and_evaluation_does_not(monkeypatch):
     assert seen[-1] is x  # validation (and the reduction, which calls the network) see the inputs as they are
 
 
+def test_a_checkpoint_saved_without_an_image_shape_takes_the_built_in_data_sets():
+    cfg = load_config(None, ["data.name=digits", "model.widths=[6,5,4]", "model.bottleneck=[3,2]", "augment.shift=1"])
+    module = StackModule(to_container(cfg), data_info={"task": "classification", "input_dim": 64, "output_dim": 10})
+    assert "image_shape" not in module.data_info and module.image_layout() == (1, 8, 8)
+
+
 @pytest.mark.parametrize("override, pattern", [
     ("augment.shift=-1", "augment: need shift >= 0"),
     ("augment.image_shape=[28]", r"image_shape \[\] or \[H, W\] or \[C, H, W\] of positive sizes"),
