@@ -103,6 +103,7 @@ class StackModule(pl.LightningModule):
         self.l2_affine_coef = 0.0
         self.pending_optimizer_state: dict = {}  # set by ReductionCallback for the next fit
         self._nonfinite = torch.zeros((), dtype=torch.bool)
+        self._shift_layout: tuple[int, int, int] | None = None  # augment.shift's image layout, set per fit
         self.set_teacher(None)
         if self.task == "classification":
             n_cls = self.net.output_dim
@@ -293,8 +294,8 @@ class StackModule(pl.LightningModule):
                     g["lr"] = g.get("base_lr", g["lr"]) * s.lr_mult
 
     def on_fit_start(self) -> None:
-        if self.cfg.augment.shift > 0:
-            self.image_layout()  # a shift without images fails here, before the first step
+        # resolved once per fit (a shift without images fails here, before the first step), not per step
+        self._shift_layout = self.image_layout() if self.cfg.augment.shift > 0 else None
         if self.__dict__.get("_compiled_net") is not self.net:  # compiled after the move to the device
             self.compile_network()
             object.__setattr__(self, "_compiled_net", self.net)
@@ -348,7 +349,8 @@ class StackModule(pl.LightningModule):
         a = self.cfg.augment
         if a.shift <= 0:
             return x
-        return random_shift(x, self.image_layout(), int(a.shift), float(a.fill))
+        layout = self._shift_layout or self.image_layout()  # outside a fit: resolved here
+        return random_shift(x, layout, int(a.shift), float(a.fill))
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -407,6 +409,7 @@ class StackModule(pl.LightningModule):
         """Train the next fit with ``cfg``'s optimizer and schedule (a round's config)."""
         self.cfg = cfg
         self.schedule = Schedule(cfg.schedule, cfg.trainer.max_epochs)
+        self._shift_layout = None  # the next fit resolves it for this config
 
     @property
     def distill_weight(self) -> float:

@@ -96,7 +96,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         spec = cfg.rounds[i]
         rcfg = round_config(cfg, i)
         module.set_round_config(rcfg)
-        wanted = teacher_of_round(cfg, i, rounds_dir, full_network) if rcfg.distill.weight > 0 else None
+        wanted = teacher_of_round(rcfg, i, rounds_dir, full_network) if rcfg.distill.weight > 0 else None
         if wanted is not None and wanted != teacher_path:  # loaded once, kept across rounds
             module.set_teacher(load_teacher(rcfg, wanted))
             teacher_path = wanted
@@ -221,11 +221,11 @@ def _check_rounds(cfg: DictConfig, rounds_dir: Path) -> Path | None:
     return default
 
 
-def teacher_of_round(cfg: DictConfig, i: int, rounds_dir: Path, full_network: Path | None) -> str:
-    """The checkpoint round ``i`` distills from: ``distill.teacher``; ``previous`` = the network
-    round ``i - 1`` trained (its ``last.ckpt``: saved after its last epoch, before its reduction);
-    empty = the full network."""
-    teacher = round_config(cfg, i).distill.teacher
+def teacher_of_round(rcfg: DictConfig, i: int, rounds_dir: Path, full_network: Path | None) -> str:
+    """The checkpoint round ``i`` (config ``rcfg = round_config(cfg, i)``) distills from:
+    ``distill.teacher``; ``previous`` = the network round ``i - 1`` trained (its ``last.ckpt``:
+    saved after its last epoch, before its reduction); empty = the full network."""
+    teacher = rcfg.distill.teacher
     if teacher == TEACHER_PREVIOUS:
         return str(rounds_dir / f"round_{i - 1}" / "last.ckpt")
     return str(teacher or full_network)

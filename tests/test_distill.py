@@ -106,6 +106,7 @@ def test_rounds_distill_from_the_full_network_of_round_zero(tmp_path):
 def test_rounds_distill_from_the_previous_rounds_network(tmp_path):
     """teacher: previous = the network the previous round trained, before its reduction (here
     round 1's, which differs from the full network: round 0 reduced it and round 1 retrained it)."""
+    from lightning_stacks.config import round_config
     from lightning_stacks.rounds import teacher_of_round
 
     rounds = ("rounds=[{epochs: 2, reduction: {max_drop: 0.05}}, {epochs: 2, reduction: {max_drop: 0.05}}, "
@@ -115,7 +116,7 @@ def test_rounds_distill_from_the_previous_rounds_network(tmp_path):
     assert "round 2: 2 epochs on widths" in proc.stdout and "distilling (weight 0.5)" in proc.stdout
     cfg = load_config("configs/debug.yaml", [f"out_dir={tmp_path}", rounds])
     rounds_dir = tmp_path / "rounds"
-    assert teacher_of_round(cfg, 2, rounds_dir, rounds_dir / "round_0" / "last.ckpt") == str(rounds_dir / "round_1" / "last.ckpt")
+    assert teacher_of_round(round_config(cfg, 2), 2, rounds_dir, rounds_dir / "round_0" / "last.ckpt") == str(rounds_dir / "round_1" / "last.ckpt")
     teacher = load_module(rounds_dir / "round_1" / "last.ckpt")
     history = read_checkpoint(tmp_path / "final.ckpt")["hyper_parameters"]["history"]
     # round 1's trained network is the "full" row of the second reduction, not the first's
