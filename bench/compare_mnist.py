@@ -43,7 +43,7 @@ import torch
 from _common import ROOT, mnist_root
 from omegaconf import OmegaConf
 
-from lightning_stacks.checkpoint import load_module, save_module
+from lightning_stacks.checkpoint import save_module
 from lightning_stacks.config import ConfigError, load_config, to_container
 from lightning_stacks.data import build_datamodule
 from lightning_stacks.evaluation import predict
@@ -52,7 +52,7 @@ from lightning_stacks.methods.magnitude_pruning import (
     nonzero_parameters,
     prune_to_compression,
 )
-from lightning_stacks.module import StackModule
+from lightning_stacks.module import StackModule, load_module
 
 MODES = {
     "quick": {"seeds": 3, "drops": [1e-8, 1e-6, 1e-4, 1e-3, 1e-2], "widths": [256, 512, 1024, 2048],

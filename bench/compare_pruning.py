@@ -17,11 +17,11 @@ import json
 
 from _common import mnist_root
 
-from lightning_stacks.checkpoint import load_module
 from lightning_stacks.config import load_config
 from lightning_stacks.data import build_datamodule
 from lightning_stacks.evaluation import predict
 from lightning_stacks.methods.magnitude_pruning import nonzero_parameters, prune_to_compression
+from lightning_stacks.module import load_module
 
 
 def errors(net, x, y) -> int:

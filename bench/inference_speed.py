@@ -22,7 +22,7 @@ import warnings
 import torch
 from _common import ROOT  # noqa: F401  (puts the repo on sys.path)
 
-from lightning_stacks.checkpoint import load_module
+from lightning_stacks.module import load_module
 
 
 def median_time(net, x, repeats: int) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from _common import ROOT  # noqa: F401  (puts the repo on sys.path)
 
-from lightning_stacks.checkpoint import load_module
 from lightning_stacks.data import build_datamodule
+from lightning_stacks.module import load_module
 from lightning_stacks.plots import plot_stacks
 
 

@@ -14,10 +14,11 @@ import subprocess
 
 from _common import ROOT
 
-from lightning_stacks.checkpoint import load_module, read_checkpoint
+from lightning_stacks.checkpoint import read_checkpoint
 from lightning_stacks.config import from_container
 from lightning_stacks.data import build_datamodule
-from lightning_stacks.reduction.pipeline import ReductionReport, StepRecord
+from lightning_stacks.module import load_module
+from lightning_stacks.reduction.report import ReductionReport, StepRecord
 from lightning_stacks.training import final_metrics
 
 STEP_KEYS = ("step", "widths", "params", "metrics", "max_output_change", "seconds")

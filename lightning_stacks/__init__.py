@@ -11,7 +11,7 @@ __all__ = ["Config", "ConfigError", "DeepStackNetwork", "ReductionCallback", "Sc
 _LAZY = {  # these pull in Lightning / scikit-learn: imported only when asked for
     "StackModule": ("module", "StackModule"),
     "ReductionCallback": ("callbacks", "ReductionCallback"),
-    "load_reduced_checkpoint": ("callbacks", "load_reduced_checkpoint"),
+    "load_reduced_checkpoint": ("checkpoint", "load_reduced_checkpoint"),
     "reduce_network": ("reduction.pipeline", "reduce_network"),
 }
 

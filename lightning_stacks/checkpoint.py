@@ -7,6 +7,7 @@ hold ``config`` (the job's config), ``architecture`` (all widths and skip kinds)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from .atomic import atomic_save
 from .errors import LightningStacksError
+from .model import DeepStackNetwork
 
 REQUIRED_HPARAMS = ("config", "architecture")
 
@@ -78,53 +81,6 @@ def read_resume_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_module(path: str | Path, config: dict | None = None):
-    """A :class:`StackModule` from ``path``; ``config`` (a plain dict) replaces the stored config
-    (e.g. to point ``data.root`` elsewhere) while the architecture stays the checkpoint's."""
-    from .module import StackModule, builtin_data_info
-
-    ckpt = read_checkpoint(path)
-    hp = ckpt["hyper_parameters"]
-    if not isinstance(ckpt["state_dict"], dict):
-        raise CheckpointError(f"{path} is not a lightning_stacks checkpoint: its state_dict is not a mapping")
-    check_finite_weights(ckpt["state_dict"], path)
-    try:
-        info = hp.get("data_info")
-        if config is not None and config.get("data", {}).get("name") != hp["config"].get("data", {}).get("name"):
-            info = builtin_data_info(config["data"]["name"]) or info  # another built-in data set: check its widths
-        module = StackModule(config if config is not None else hp["config"], architecture=hp["architecture"],
-                             history=hp.get("history"), data_info=info)
-        module.load_state_dict(ckpt["state_dict"], strict=True)
-    except (RuntimeError, KeyError, TypeError, AttributeError) as err:  # a damaged or hand-made checkpoint
-        raise CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from None
-    except ValueError as err:  # e.g. the data set named in the config does not fit the network, or memory
-        raise CheckpointError(f"{path}: {err}") from None
-    return module
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file through a per-process temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a kill mid-write never
-    leaves a truncated file under ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_module(module, path: str | Path, extra: dict | None = None) -> None:
     """Write ``module`` as a checkpoint that ``StackModule.load_from_checkpoint`` accepts;
     ``extra`` entries (e.g. the round number) go to the checkpoint's top level."""
@@ -138,3 +94,60 @@ def save_module(module, path: str | Path, extra: dict | None = None) -> None:
         **(extra or {}),
     }
     atomic_save(ckpt, path)
+
+
+class AtomicLastCheckpoint(pl.Callback):
+    """Write ``dirpath/last.ckpt`` at the end of every training epoch, atomically.
+
+    Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes ``last.ckpt`` only when
+    training ends, and overwrites in place; this writes a temporary file (all ranks take part in
+    ``trainer.save_checkpoint``; rank 0 writes) and renames it, so a kill mid-write never leaves
+    the only copy corrupt and a killed job can resume from its last finished epoch.
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, dirpath: str | Path):
+        self.dirpath = Path(dirpath)
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.FILENAME
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        check = getattr(pl_module, "check_finite", None)
+        if callable(check):  # never replace the last good checkpoint by a diverged one
+            check()
+        tmp = self.dirpath / f".{self.FILENAME}.tmp{os.getpid()}"  # rank 0 writes it; unique per job
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        trainer.strategy.barrier("last_ckpt_dir")
+        trainer.save_checkpoint(tmp, weights_only=False)  # the whole training state; collective, ends with a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last_ckpt_renamed")
+
+
+def network_checksum(net: torch.nn.Module) -> str:
+    """SHA-256 over every parameter's name, shape and bytes (identical models <=> equal sums)."""
+    h = hashlib.sha256()
+    for name, p in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+CHECKPOINT_KEY = "lightning_stacks_architecture"  # attribute name -> architecture, in checkpoints of reduced modules
+
+
+def load_reduced_checkpoint(pl_module: pl.LightningModule, path: str | Path) -> pl.LightningModule:
+    """Load a checkpoint written after :class:`ReductionCallback` shrank ``pl_module``'s network:
+    the network attribute is rebuilt to the checkpoint's shapes, then the weights are loaded."""
+    ckpt = read_raw_checkpoint(path)
+    for attribute, arch in (ckpt.get(CHECKPOINT_KEY) or {}).items():
+        setattr(pl_module, attribute, DeepStackNetwork.from_architecture(arch))
+    pl_module.load_state_dict(ckpt["state_dict"])
+    return pl_module

@@ -1,11 +1,13 @@
-"""Write the config reference (``docs/CONFIG.md``) from the dataclasses in :mod:`.config`.
+"""Write the config reference (``docs/CONFIG.md``) from the dataclasses of the :mod:`.config` package.
 
     python -m lightning_stacks.docs_config > docs/CONFIG.md
 
 Each section is one dataclass: its docstring, then a table of key | type | default. Nothing is
 written by hand except the lines below about ``ReductionCallback``'s own keywords; a test
 regenerates the file and compares, so the reference cannot drift from the code. Imports only
-:mod:`.config` (no Lightning), so it runs anywhere the config does.
+:mod:`.config` (no Lightning), so it runs anywhere the config does: the sections start at
+:class:`~.config.schema.Config`, and a ``list[X]`` field's ``X`` is looked up in the module that
+declares the field.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import re
 import sys
 from typing import Any
 
-from . import config as config_module
+from .config.methods import ReduceConfig
+from .config.schema import Config
 
 # ReductionCallback's keywords that are not ``reduce.*`` settings (tests/test_docs.py checks
 # this against the callback's signature).
@@ -36,7 +39,7 @@ CALLBACK_CLI_ONLY = ("output", "after_training")  # ReductionCallback.CLI_ONLY
 HEADER = """\
 # Config reference
 
-Generated from the dataclasses in `lightning_stacks/config.py` (the single source of defaults) by
+Generated from the dataclasses in `lightning_stacks/config/` (the single source of defaults) by
 `python -m lightning_stacks.docs_config > docs/CONFIG.md`; do not edit by hand.
 
 Set any key on the command line as `key=value` after an optional YAML file
@@ -79,8 +82,9 @@ def _default(f: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-def _dataclass_named(type_name: str) -> type | None:
-    obj = getattr(config_module, type_name, None)
+def _dataclass_named(type_name: str, owner: type) -> type | None:
+    """The dataclass ``type_name`` as the module declaring ``owner`` (whose field names it) sees it."""
+    obj = getattr(sys.modules[owner.__module__], type_name, None)
     return obj if inspect.isclass(obj) and dataclasses.is_dataclass(obj) else None
 
 
@@ -93,7 +97,7 @@ def _sections(cls: type, prefix: str) -> list[tuple[str, type]]:
             out += _sections(type(default), f"{prefix}{f.name}.")
         else:
             inner = re.fullmatch(r"list\[(\w+)\]", str(f.type))
-            item = _dataclass_named(inner.group(1)) if inner else None
+            item = _dataclass_named(inner.group(1), cls) if inner else None
             if item is not None:
                 out += _sections(item, f"{prefix}{f.name}[i].")
     return out
@@ -110,8 +114,7 @@ def _table(cls: type, prefix: str) -> list[str]:
 
 
 def _callback_section() -> list[str]:
-    reduce_cls = config_module.ReduceConfig
-    keys = [f.name for f in dataclasses.fields(reduce_cls) if f.name not in CALLBACK_CLI_ONLY]
+    keys = [f.name for f in dataclasses.fields(ReduceConfig) if f.name not in CALLBACK_CLI_ONLY]
     lines = [
         "## `ReductionCallback` keyword settings",
         "",
@@ -135,7 +138,7 @@ def _callback_section() -> list[str]:
 def render() -> str:
     """The whole of ``docs/CONFIG.md``."""
     lines = [HEADER]
-    for prefix, cls in _sections(config_module.Config, ""):
+    for prefix, cls in _sections(Config, ""):
         title = f"`{prefix.rstrip('.')}`" if prefix else "Top level"
         lines += [f"## {title} ({cls.__name__})", ""]
         doc = inspect.cleandoc(cls.__doc__ or "")

@@ -14,6 +14,7 @@ Checkpoints carry the architecture (all widths and skip kinds) and the reduction
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,6 +24,7 @@ import torchmetrics
 
 from . import names
 from .augment import image_layout, random_shift
+from .checkpoint import CheckpointError, check_finite_weights, read_checkpoint
 from .config import ConfigError, from_container
 from .errors import LightningStacksError
 from .evaluation import targets_for
@@ -94,7 +96,7 @@ class StackModule(pl.LightningModule):
         info.update(input_dim=self.net.input_dim, output_dim=self.net.output_dim)
         self.data_info = info
         self.history: list = list(history or [])
-        # logger=False: the job's config goes to the logger once, flat (training.build_logger),
+        # logger=False: the job's config goes to the logger once, flat (loggers.build_logger),
         # not nested under hyper-parameters with the initial architecture
         self.save_hyperparameters({"config": config, ARCH_KEY: self.net.architecture(), "history": self.history,
                                    DATA_KEY: info}, logger=False)
@@ -141,8 +143,6 @@ class StackModule(pl.LightningModule):
             map_location: optional device to move the module to.
             config: a plain config dict replacing the stored one (e.g. another ``data.root``).
         """
-        from .checkpoint import load_module
-
         if unused:
             raise TypeError(f"StackModule.load_from_checkpoint got unexpected arguments {sorted(unused)}")
         module = load_module(checkpoint_path, config)
@@ -447,3 +447,25 @@ class StackModule(pl.LightningModule):
             self.hparams[ARCH_KEY] = arch
         if "history" in hp:
             self.history = list(hp["history"] or [])
+
+
+def load_module(path: str | Path, config: dict | None = None):
+    """A :class:`StackModule` from ``path``; ``config`` (a plain dict) replaces the stored config
+    (e.g. to point ``data.root`` elsewhere) while the architecture stays the checkpoint's."""
+    ckpt = read_checkpoint(path)
+    hp = ckpt["hyper_parameters"]
+    if not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{path} is not a lightning_stacks checkpoint: its state_dict is not a mapping")
+    check_finite_weights(ckpt["state_dict"], path)
+    try:
+        info = hp.get("data_info")
+        if config is not None and config.get("data", {}).get("name") != hp["config"].get("data", {}).get("name"):
+            info = builtin_data_info(config["data"]["name"]) or info  # another built-in data set: check its widths
+        module = StackModule(config if config is not None else hp["config"], architecture=hp["architecture"],
+                             history=hp.get("history"), data_info=info)
+        module.load_state_dict(ckpt["state_dict"], strict=True)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as err:  # a damaged or hand-made checkpoint
+        raise CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from None
+    except ValueError as err:  # e.g. the data set named in the config does not fit the network, or memory
+        raise CheckpointError(f"{path}: {err}") from None
+    return module

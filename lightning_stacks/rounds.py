@@ -16,23 +16,23 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from .callbacks import ReductionCallback, network_checksum
-from .checkpoint import load_module, read_checkpoint, save_module
+from .callbacks import ReductionCallback
+from .checkpoint import network_checksum, read_checkpoint, save_module
 from .config import ConfigError, round_config, round_epochs, to_container
 from .data import build_datamodule
 from .evaluation import evaluate_source, metric_drop
-from .module import StackModule
+from .loggers import build_logger, log_summary, with_step_offset
+from .module import StackModule, load_module
 from .reduction.job import (
     full_network_metric,
     module_sources,
     settings_from_config,
-    write_reduction_report,
 )
-from .reduction.pipeline import ReductionError
+from .reduction.report import write_reduction_report
+from .reduction.settings import ReductionError
 from .rundir import check_out_dir, is_launch_rank_zero
 from .training import (
     TEACHER_PREVIOUS,
-    build_logger,
     build_trainer,
     final_metrics,
     fit,
@@ -40,9 +40,7 @@ from .training import (
     initial_module,
     load_teacher,
     loader_options,
-    log_summary,
     method_callbacks,
-    with_step_offset,
 )
 
 ROUND_RE = re.compile(r"round_(\d+)\.ckpt$")

@@ -9,7 +9,7 @@ def job_summary(module, metrics: dict[str, float], out_dir: str | Path, seconds:
     """Lines for the end of ``train.py``: the paper-style table of every reduction in the
     module's history, then neurons and the validation metric before -> after, the wall time and
     where the checkpoint and report are. ``metrics`` are the final network's (``val_mse`` ...)."""
-    from .reduction.job import report_table
+    from .reduction.report import report_table
 
     out = Path(out_dir)
     lines = []

@@ -5,7 +5,6 @@ Kept separate from the CLI so tests and other drivers build exactly the same Tra
 
 from __future__ import annotations
 
-import netrc
 import os
 import warnings
 from pathlib import Path
@@ -20,87 +19,13 @@ from . import names
 from .config import ConfigError, to_container
 from .data import build_datamodule
 from .errors import one_line
-from .module import StackModule
+from .loggers import build_logger, log_summary
+from .module import StackModule, load_module
 from .rundir import check_out_dir, is_launch_rank_zero
 
 # Lightning 2.6's pytree helper builds torch's LeafSpec, which newer torch marks deprecated: a
 # FutureWarning on every fit from the pairing of the two releases, nothing this package can change.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
-
-
-def wandb_is_configured() -> bool:
-    """True when the user has a WandB account set up (API key in env or ~/.netrc)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
-def resolve_wandb_mode(mode: str) -> str:
-    """``auto`` -> ``$WANDB_MODE`` if set, else online with an account, else offline."""
-    if mode != "auto":
-        return mode
-    env = os.environ.get("WANDB_MODE")
-    if env in ("online", "offline", "disabled"):
-        return env
-    return "online" if wandb_is_configured() else "offline"
-
-
-def build_logger(cfg: DictConfig):
-    """The Lightning logger named by ``logger.kind`` (``False`` for none)."""
-    kind, out = cfg.logger.kind, Path(cfg.out_dir)
-    if kind == "none":
-        return False
-    if kind == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(out), name="csv")
-    from pytorch_lightning.loggers import WandbLogger
-
-    mode = resolve_wandb_mode(cfg.logger.wandb_mode)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    logger = WandbLogger(
-        project=cfg.logger.project, name=cfg.logger.name or None, save_dir=str(out),
-        offline=(mode == "offline"), mode=mode, config=flat_config(to_container(cfg)),
-    )
-    # Lightning passes anonymous=None to wandb.init, and wandb >= 0.2x warns that the (removed)
-    # setting "has no effect" whenever it is given at all: leave it out, it means nothing.
-    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
-    return logger
-
-
-def flat_config(tree: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values): the run's config, one level."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(flat_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def log_summary(logger, module: StackModule, metrics: dict[str, float], step: int) -> None:
-    """The run's summary: final neurons, parameters, compression and metrics, and the final
-    network's architecture (WandB: the run summary; other loggers: a last ``final/*`` row)."""
-    if not logger:
-        return
-    net = module.net
-    final = {"final/neurons": float(sum(net.widths)), "final/params": float(net.num_parameters()),
-             **{f"final/{k}": float(v) for k, v in metrics.items()}}
-    if module.history:
-        first = module.history[0]["steps"][0]
-        final["final/neurons_before"] = float(sum(first["widths"]))
-        final["final/compression"] = float(sum(first["widths"])) / max(1.0, final["final/neurons"])
-        final["final/params_before"] = float(first["params"])
-    logger.log_metrics(final, step=step)
-    experiment = getattr(logger, "experiment", None)
-    summary = getattr(experiment, "summary", None)
-    if summary is not None and hasattr(summary, "update"):
-        summary.update({**final, "final/architecture": net.architecture(), "final/reductions": len(module.history)})
 
 
 def parse_devices(devices: str):
@@ -116,24 +41,6 @@ def parse_devices(devices: str):
         raise ConfigError(f"trainer.devices='{devices}' is not 'auto', a count or a list like '0,1'") from None
 
 
-def with_step_offset(logger):
-    """Make ``logger`` add ``logger.step_offset`` to every step it logs (a new Trainer per round
-    restarts ``global_step``; dashboards need one step that only grows). The class is swapped
-    for a subclass, so ``isinstance`` checks against the logger's class still hold."""
-    if not logger or hasattr(logger, "step_offset"):
-        return logger
-    base = type(logger)
-
-    class OffsetStep(base):
-        def log_metrics(self, metrics, step=None):
-            return super().log_metrics(metrics, None if step is None else step + self.step_offset)
-
-    OffsetStep.__name__ = OffsetStep.__qualname__ = base.__name__
-    logger.__class__ = OffsetStep
-    logger.step_offset = 0
-    return logger
-
-
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
                   ckpt_dir: str | Path | None = None, desc: str = "train", steps_per_epoch: int | None = None,
                   **overrides) -> pl.Trainer:
@@ -141,7 +48,7 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
     into ``ckpt_dir`` (default ``out_dir/checkpoints``); ``overrides`` go to ``pl.Trainer``.
     ``desc`` labels the progress bar; ``steps_per_epoch`` (the fewest batches an epoch will have)
     caps ``log_every_n_steps`` so that short epochs still log."""
-    from .callbacks import AtomicLastCheckpoint
+    from .checkpoint import AtomicLastCheckpoint
     from .progress import EpochProgressBar
 
     t = cfg.trainer
@@ -244,8 +151,6 @@ def initial_module(cfg: DictConfig, dm=None) -> StackModule:
     from .data import describe_data
 
     if cfg.init_from:
-        from .checkpoint import load_module
-
         return load_module(cfg.init_from, to_container(cfg))
     from .data import data_summary
 
@@ -272,8 +177,6 @@ def load_teacher(cfg: DictConfig, default: str | Path | None = None):
     """The frozen network ``distill`` trains toward: ``distill.teacher``, else ``default`` (a
     rounds job's full network, or for ``teacher: previous`` the previous round's network).
     Raises ConfigError if there is none or the file is missing."""
-    from .checkpoint import load_module
-
     if cfg.distill.teacher == TEACHER_PREVIOUS and not default:
         raise ConfigError("distill.teacher=previous (the previous round's network) is for a round of a rounds job; "
                           "a single fit needs distill.teacher=<checkpoint>")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from byo import BlobsDataModule, MyClassifier
 
-from lightning_stacks.callbacks import ReductionCallback, network_checksum
+from lightning_stacks.callbacks import ReductionCallback
+from lightning_stacks.checkpoint import network_checksum
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])

@@ -10,7 +10,8 @@ import torch
 from byo import BlobsDataModule, MyClassifier
 
 from lightning_stacks import DeepStackNetwork
-from lightning_stacks.callbacks import ReductionCallback, load_reduced_checkpoint
+from lightning_stacks.callbacks import ReductionCallback
+from lightning_stacks.checkpoint import load_reduced_checkpoint
 from lightning_stacks.config import ConfigError
 from lightning_stacks.reduction import ReductionError
 

@@ -59,8 +59,8 @@ def test_every_part_is_written_with_consistent_accounting(bench_run):
     reached = curve[-1]["train_errors"] >= need
     assert run["global_pruning_10x_errors_at_compression"] == (curve[-1]["compression"] if reached else None)
     if not reached:  # stopped at 60x or where pruning every weight would be needed
-        from lightning_stacks.checkpoint import load_module
         from lightning_stacks.methods.magnitude_pruning import max_compression
+        from lightning_stacks.module import load_module
 
         full = load_module(tmp / "work" / "seed_0" / "rounds" / "round_0" / "last.ckpt").net
         assert curve[-1]["compression"] + 0.5 >= min(60.0, max_compression(full))

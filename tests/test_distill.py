@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from conftest import run_cli
 
-from lightning_stacks.checkpoint import load_module, read_checkpoint
+from lightning_stacks.checkpoint import read_checkpoint
 from lightning_stacks.config import ConfigError, load_config, to_container
 from lightning_stacks.evaluation import evaluate
-from lightning_stacks.module import StackModule
+from lightning_stacks.module import StackModule, load_module
 
 
 def make_module(*overrides):

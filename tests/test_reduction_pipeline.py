@@ -5,10 +5,11 @@ import copy
 import pytest
 import torch
 
-from lightning_stacks.checkpoint import load_module, save_module
+from lightning_stacks.checkpoint import save_module
 from lightning_stacks.config import load_config, to_container
 from lightning_stacks.evaluation import evaluate
 from lightning_stacks.model import DeepStackNetwork
+from lightning_stacks.module import load_module
 from lightning_stacks.reduction import ReduceSettings, ReductionError, reduce_network
 from lightning_stacks.reduction.job import reduce_module, reduce_on_sources
 

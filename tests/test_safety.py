@@ -245,10 +245,10 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
 
 
 def test_temp_checkpoint_names_are_per_process(tmp_path):
-    from lightning_stacks.checkpoint import atomic_save
+    from lightning_stacks.atomic import atomic_save
 
     atomic_save({"a": 1}, tmp_path / "x.ckpt")
-    src = (ROOT / "lightning_stacks" / "callbacks.py").read_text()
+    src = (ROOT / "lightning_stacks" / "checkpoint.py").read_text()  # AtomicLastCheckpoint
     assert "tmp{os.getpid()}" in src and sorted(p.name for p in tmp_path.iterdir()) == ["x.ckpt"]
 
 

@@ -5,10 +5,10 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_stacks import names
-from lightning_stacks.checkpoint import CheckpointError, load_module, read_checkpoint, save_module
+from lightning_stacks.checkpoint import CheckpointError, read_checkpoint, save_module
 from lightning_stacks.config import load_config, to_container
 from lightning_stacks.data import build_datamodule
-from lightning_stacks.module import StackModule
+from lightning_stacks.module import StackModule, load_module
 from lightning_stacks.schedule import Schedule
 from lightning_stacks.training import build_trainer
 

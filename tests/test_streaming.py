@@ -16,7 +16,8 @@ from lightning_stacks.batches import (
 from lightning_stacks.evaluation import evaluate, evaluate_source, metric_from_outputs, predict
 from lightning_stacks.model import DeepStackNetwork
 from lightning_stacks.reduction import ReduceSettings, reduce_network, stack_weights
-from lightning_stacks.reduction.pipeline import max_output_change, outside_masks, step_outside
+from lightning_stacks.reduction.stacks import max_output_change
+from lightning_stacks.reduction.steps import outside_masks, step_outside
 
 
 def uneven_loader(x, y=None, seed=0):

@@ -1,5 +1,6 @@
-"""The Reduction Algorithm: pure tensor math in :mod:`.core`, the network-wide driver in
-:mod:`.pipeline`."""
+"""The Reduction Algorithm: pure tensor math in :mod:`.core` and :mod:`.kmeans`, the network-wide
+steps in :mod:`.steps` (automatic search in :mod:`.auto`), the driver ``reduce_network`` in
+:mod:`.pipeline`; :mod:`.settings`, :mod:`.report` and :mod:`.stacks` hold what they share."""
 
 from .core import (
     StackWeights,
@@ -20,16 +21,10 @@ from .core import (
     weak_scores,
     weighted_kmeans,
 )
-from .pipeline import (
-    ReduceSettings,
-    ReductionError,
-    ReductionReport,
-    StepRecord,
-    build_network,
-    reduce_network,
-    run_stacks,
-    stack_weights,
-)
+from .pipeline import reduce_network
+from .report import ReductionReport, StepRecord
+from .settings import ReduceSettings, ReductionError
+from .stacks import build_network, run_stacks, stack_weights
 
 __all__ = [
     "ReduceSettings", "ReductionError", "ReductionReport", "StackWeights", "StepRecord",

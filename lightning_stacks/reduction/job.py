@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from ..checkpoint import load_module, save_module
+from ..checkpoint import save_module
 from ..config import to_container
 from ..data import build_datamodule
-from ..module import StackModule
-from .pipeline import ReduceSettings, ReductionError, ReductionReport, StepRecord, reduce_network
+from ..module import StackModule, load_module
+from .pipeline import reduce_network
+from .report import ReductionReport, StepRecord, write_reduction_report
+from .settings import ReduceSettings, ReductionError
 
 
 def full_network_metric(history: list, reference: str, what: str) -> float:
@@ -148,27 +149,6 @@ def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step)
                       data_info=module.data_info)
     new.net.load_state_dict(reduced.state_dict())  # copies onto the new module's (CPU) tensors
     return new.to(module.device), report
-
-
-def report_table(report: dict) -> str:
-    """The paper-style table of one report given as a dict (as saved in histories)."""
-    steps = [StepRecord(**s) for s in report["steps"]]
-    return ReductionReport(task=report["task"], steps=steps).table()
-
-
-def write_reduction_report(path, reports: list[dict]) -> None:
-    """``path`` (JSON: every reduction's report, and a summary) and the tables as text beside it."""
-    from ..checkpoint import atomic_write_text
-
-    path = Path(path)
-    first, last = reports[0]["steps"][0], reports[-1]["steps"][-1]
-    summary = {"reductions": len(reports), "neurons_before": sum(first["widths"]), "neurons_after": sum(last["widths"]),
-               "widths_before": first["widths"], "widths_after": last["widths"],
-               "params_before": first["params"], "params_after": last["params"],
-               "metrics_before": first["metrics"], "metrics_after": last["metrics"], "task": reports[-1]["task"]}
-    atomic_write_text(path, json.dumps({"summary": summary, "reports": reports}, indent=2))
-    tables = [f"reduction {i} (round {r.get('round', i)}):\n{report_table(r)}" for i, r in enumerate(reports)]
-    atomic_write_text(path.with_suffix(".txt"), "\n\n".join(tables) + "\n")
 
 
 def _reduce_and_save(module: StackModule, cfg: DictConfig, out: Path) -> tuple[StackModule, ReductionReport, Path]:

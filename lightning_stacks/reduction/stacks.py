@@ -1,0 +1,154 @@
+"""A network as a list of :class:`~.core.StackWeights`: conversion to and from
+:class:`DeepStackNetwork`, forward passes, the streamed pre-activation scan, the output change
+between two networks and the parameter count."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+
+from ..batches import Source, iter_inputs
+from ..model import DeepStackNetwork
+from .core import SCAN_BLOCK_BYTES, StackWeights, preactivation_range
+
+Fit = tuple[torch.Tensor, list[torch.Tensor]]  # (checked inputs x, original stack outputs on x)
+
+
+def stack_weights(net: DeepStackNetwork) -> list[StackWeights]:
+    """Detached copies of every stack's parameters."""
+    out = []
+    for s in net.stacks:
+        extra = {}
+        if s.skip == "affine":
+            extra = {"A1": s.A1.weight.detach().clone(), "A2": s.A2.weight.detach().clone()}
+        elif s.skip == "direct":
+            extra = {"S": s.S.weight.detach().clone()}
+        out.append(StackWeights(s.V.weight.detach().clone(), s.V.bias.detach().clone(), s.W.weight.detach().clone(),
+                                s.W.bias.detach().clone(), skip=s.skip, ids=torch.arange(s.n, device=s.V.weight.device), **extra))
+    return out
+
+
+def moved(st: StackWeights, device: torch.device | str, dtype: torch.dtype) -> StackWeights:
+    """``st`` on ``device`` in ``dtype`` (``ids`` keep their integer type)."""
+    conv = {k: getattr(st, k).to(device=device, dtype=dtype) for k in ("V", "b", "W", "c", "A1", "A2", "S") if getattr(st, k) is not None}
+    if st.ids is not None:
+        conv["ids"] = st.ids.to(device)
+    return replace(st, **conv)
+
+
+def build_network(stacks: list[StackWeights]) -> DeepStackNetwork:
+    """A new network whose parameters are exactly ``stacks`` (same device and dtype)."""
+    ref = stacks[0].V
+    net = DeepStackNetwork(stacks[0].d_in, [s.n for s in stacks], [s.d_out for s in stacks], [s.skip for s in stacks])
+    net = net.to(device=ref.device, dtype=ref.dtype)
+    with torch.no_grad():
+        for mod, st in zip(net.stacks, stacks, strict=True):
+            mod.V.weight.copy_(st.V), mod.V.bias.copy_(st.b), mod.W.weight.copy_(st.W), mod.W.bias.copy_(st.c)
+            if st.skip == "affine":
+                mod.A1.weight.copy_(st.A1), mod.A2.weight.copy_(st.A2)
+            elif st.skip == "direct":
+                mod.S.weight.copy_(st.S)
+    return net
+
+
+def run_stacks(stacks: list[StackWeights], z: torch.Tensor, start: int = 0, chunk: int = 16384) -> torch.Tensor:
+    """Forward z_{start} (N, d) through ``stacks[start:]`` in chunks."""
+    if not stacks[start:]:
+        return z
+    outs = []
+    for i in range(0, z.shape[0], chunk):
+        h = z[i : i + chunk]
+        for st in stacks[start:]:
+            h = st.forward(h)
+        outs.append(h)
+    return torch.cat(outs)
+
+
+def scan_stack(st: StackWeights, Z: torch.Tensor, need_output: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One pass over Z (N, d_in): min/max pre-activation per neuron (n,) and, if asked, the stack's
+    output (N, d_out) from the same pre-activation blocks (one matmul per block, not two)."""
+    outs: list[torch.Tensor] = []
+    aff = st.affine_matrix().T if st.skip != "none" else None
+
+    def output(H: torch.Tensor, z: torch.Tensor) -> None:
+        out = torch.addmm(st.c, H.clamp_min_(0), st.W.T)  # (B, d_out)
+        outs.append(out.addmm_(z, aff) if aff is not None else out)
+
+    hmin, hmax = preactivation_range(st.V, st.b, Z, on_block=output if need_output else None)
+    return hmin, hmax, (torch.cat(outs) if need_output else None)
+
+
+def scan_chunk(stacks: list[StackWeights]) -> int:
+    """Rows per block of a network-wide scan: keeps the widest stack's (B, n) pre-activations
+    under ``SCAN_BLOCK_BYTES``."""
+    width = max([st.n for st in stacks] + [1])
+    return max(1, SCAN_BLOCK_BYTES // (width * stacks[0].V.element_size()))
+
+
+def network_ranges(stacks: list[StackWeights], x: Source, chunk: int | None = None) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Every stack's pre-activation min/max over the checked inputs, in one pass through ``stacks``.
+
+    Stack j's inputs are stack j-1's outputs on the same block, so each block of x travels the
+    whole network once and only one block's activations are alive at a time.
+
+    Args:
+        stacks: the network, unchanged here.
+        x: the checked inputs: a tensor (N, d_0) on any device, or a streamed source of x batches.
+        chunk: rows per block (default :func:`scan_chunk`); each block is moved to the stacks' device.
+
+    Returns:
+        ([(hmin (n_j,), hmax (n_j,)) per stack], number of rows seen). With no rows: (+inf, -inf).
+    """
+    ref = stacks[0].V
+    ranges = [(torch.full((st.n,), math.inf, dtype=ref.dtype, device=ref.device),
+               torch.full((st.n,), -math.inf, dtype=ref.dtype, device=ref.device)) for st in stacks]
+    rows = 0
+    for z in iter_inputs(x, chunk or scan_chunk(stacks), ref.device, ref.dtype, width=stacks[0].d_in):
+        rows += z.shape[0]
+        for j, st in enumerate(stacks):
+            hmin, hmax, z = scan_stack(st, z, need_output=j < len(stacks) - 1)
+            ranges[j] = (torch.minimum(ranges[j][0], hmin), torch.maximum(ranges[j][1], hmax))
+    return ranges, rows
+
+
+
+def max_output_change(original: list[StackWeights], current: list[StackWeights], x: Source,
+                      cache: list[torch.Tensor] | None = None, chunk: int = 16384) -> float:
+    """max |current(x) - original(x)| over the checked inputs, one block at a time.
+
+    Args:
+        original, current: two networks with the same d_0 and d_J.
+        x: the checked inputs, a tensor (N, d_0) or a streamed source.
+        cache: a list kept by the caller between calls on the same x: the first call fills it
+            with original's outputs per block, later calls reuse them (memory (N, d_J); pass
+            None for a streamed source, whose original outputs are recomputed per batch).
+        chunk: rows per block.
+    """
+    if current is original:
+        return 0.0
+    ref = original[0].V
+    worst = torch.zeros((), dtype=ref.dtype, device=ref.device)
+    fill = cache is not None and not cache
+    for i, z in enumerate(iter_inputs(x, chunk, ref.device, ref.dtype, width=original[0].d_in)):
+        if cache is not None and not fill:
+            before = cache[i]
+        else:
+            before = run_stacks(original, z, chunk=chunk)  # (B, d_J)
+            if fill:
+                cache.append(before)
+        after = run_stacks(current, z, chunk=chunk)
+        if after.numel():
+            worst = torch.maximum(worst, (after - before).abs().max())  # on the device: no sync per block
+    return float(worst)
+
+
+
+def count_parameters(stacks: list[StackWeights]) -> int:
+    """Parameters of the dense network these stacks make (the compression accounting)."""
+    total = 0
+    for st in stacks:
+        total += st.V.numel() + st.b.numel() + st.W.numel() + st.c.numel()
+        total += sum(t.numel() for t in (st.A1, st.A2, st.S) if t is not None)
+    return total
