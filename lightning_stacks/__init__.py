@@ -6,13 +6,15 @@ from .model import DeepStackNetwork, Stack
 from .schedule import Schedule
 
 __all__ = ["Config", "ConfigError", "DeepStackNetwork", "ReductionCallback", "Schedule", "Stack", "StackModule",
-           "load_config", "load_reduced_checkpoint", "reduce_network"]
+           "export_model", "load_config", "load_reduced_checkpoint", "reduce_block", "reduce_network"]
 
 _LAZY = {  # these pull in Lightning / scikit-learn: imported only when asked for
     "StackModule": ("module", "StackModule"),
     "ReductionCallback": ("callbacks", "ReductionCallback"),
     "load_reduced_checkpoint": ("checkpoint", "load_reduced_checkpoint"),
     "reduce_network": ("reduction.pipeline", "reduce_network"),
+    "reduce_block": ("block_reduction", "reduce_block"),
+    "export_model": ("export", "export_model"),
 }
 
 

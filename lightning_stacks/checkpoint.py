@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from .atomic import atomic_save
 from .errors import LightningStacksError
-from .model import DeepStackNetwork
 
 REQUIRED_HPARAMS = ("config", "architecture")
 
@@ -140,14 +140,65 @@ def network_checksum(net: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-CHECKPOINT_KEY = "lightning_stacks_architecture"  # attribute name -> architecture, in checkpoints of reduced modules
+CHECKPOINT_KEY = "lightning_stacks_architecture"  # block path -> its architecture, in checkpoints of reduced modules
 
 
-def load_reduced_checkpoint(pl_module: pl.LightningModule, path: str | Path) -> pl.LightningModule:
-    """Load a checkpoint written after :class:`ReductionCallback` shrank ``pl_module``'s network:
-    the network attribute is rebuilt to the checkpoint's shapes, then the weights are loaded."""
+def restore_shapes(pl_module: nn.Module, checkpoint: dict) -> list[str]:
+    """Give ``pl_module``'s reduced blocks the shapes a checkpoint recorded (before its weights are
+    loaded): every block whose architecture differs is rebuilt (a Sequential keeps its class and
+    layers where they match). Call it from your module's ``on_load_checkpoint`` to make
+    ``MyModule.load_from_checkpoint(path)`` work on reduced checkpoints. Returns the paths rebuilt."""
+    from .blocks import architecture, build, set_child
+
+    rebuilt = []
+    for path, arch in (checkpoint.get(CHECKPOINT_KEY) or {}).items():
+        try:
+            current = pl_module.get_submodule(path)
+        except AttributeError:
+            raise CheckpointError(f"the checkpoint holds a reduced block '{path}' that {type(pl_module).__name__} does not have") from None
+        if architecture(current) == {"kind": "deep_stack_network", **arch}:  # older checkpoints: no kind
+            continue
+        p = next(current.parameters(), None)
+        new = build(arch, like=current)
+        if p is not None:
+            new = new.to(device=p.device, dtype=p.dtype)
+        set_child(pl_module, path, new)
+        rebuilt.append(path)
+    return rebuilt
+
+
+def watch_checkpoint_loading(pl_module: pl.LightningModule) -> None:
+    """Resuming a fit whose blocks a reduction shrank: the checkpoint's weights have the reduced
+    shapes, so the blocks are rebuilt to them (:func:`restore_shapes`) before Lightning loads the
+    weights (the module's ``on_load_checkpoint`` runs just before; callbacks' hooks run after)."""
+    if getattr(pl_module, "_reduction_watch", False):
+        return
+    original = pl_module.on_load_checkpoint
+
+    def on_load_checkpoint(checkpoint: dict) -> None:
+        restore_shapes(pl_module, checkpoint)
+        original(checkpoint)
+
+    pl_module.on_load_checkpoint = on_load_checkpoint
+    pl_module._reduction_watch = True
+
+
+def load_reduced_checkpoint(module, path: str | Path) -> pl.LightningModule:
+    """Load a checkpoint written after :class:`~lightning_stacks.callbacks.ReductionCallback`
+    shrank blocks of a module, in a fresh process: ``module`` is an instance of your
+    LightningModule (as built for training) or its class (then built from the checkpoint's
+    hyper-parameters, as ``load_from_checkpoint`` would); its reduced blocks are rebuilt to the
+    checkpoint's shapes, then every weight is loaded (strictly)."""
     ckpt = read_raw_checkpoint(path)
-    for attribute, arch in (ckpt.get(CHECKPOINT_KEY) or {}).items():
-        setattr(pl_module, attribute, DeepStackNetwork.from_architecture(arch))
-    pl_module.load_state_dict(ckpt["state_dict"])
-    return pl_module
+    if isinstance(module, type):
+        try:
+            module = module(**(ckpt.get("hyper_parameters") or {}))
+        except TypeError as err:
+            raise CheckpointError(f"{path}: cannot build {module.__name__} from the checkpoint's hyper-parameters ({err}); "
+                                  "pass an instance instead: load_reduced_checkpoint(MyModule(...), path)") from None
+    restore_shapes(module, ckpt)
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit {type(module).__name__} ({str(err).splitlines()[0]})") from None
+    return module

@@ -46,6 +46,31 @@ def metric_from_outputs(out: torch.Tensor, y: torch.Tensor, task: str) -> float:
     return ((out.double() - y.double()) ** 2).sum(1).mean().item()
 
 
+class MetricSum:
+    """The task's metric accumulated over batches on the outputs' device (no host sync per batch):
+    correct predictions (accuracy) or per-sample squared errors summed over outputs (MSE)."""
+
+    def __init__(self, task: str):
+        if task not in ("classification", "regression"):
+            raise TargetError(f"task must be 'classification' or 'regression', got {task!r}")
+        self.task, self.total, self.rows = task, None, 0
+
+    def add(self, out: torch.Tensor, y: torch.Tensor) -> None:
+        """One batch: outputs (B, d_J) and labels (B,) or targets (B, d_J)."""
+        y = targets_for(out, y.to(out.device), self.task)
+        if self.total is None:
+            self.total = torch.zeros((), dtype=torch.float64, device=out.device)
+        if self.task == "classification":
+            self.total += (out.argmax(1) == y).sum()
+        else:
+            self.total += ((out.double() - y.double()) ** 2).sum(1).sum()  # per sample first, as metric_from_outputs
+        self.rows += out.shape[0]
+
+    def value(self) -> float:
+        """The metric so far (nan when no rows were added)."""
+        return (self.total / self.rows).item() if self.rows else float("nan")
+
+
 @torch.no_grad()
 def evaluate_source(net: nn.Module, source: Source, task: str, batch_size: int = 8192) -> float:
     """The task's metric of ``net`` over every (x, y) batch of ``source``.
@@ -64,25 +89,16 @@ def evaluate_source(net: nn.Module, source: Source, task: str, batch_size: int =
     Returns:
         The metric as a float (nan when the source holds no rows).
     """
-    if task not in ("classification", "regression"):
-        raise TargetError(f"task must be 'classification' or 'regression', got {task!r}")
+    total = MetricSum(task)
     p = next(net.parameters())
-    total_err = torch.zeros((), dtype=torch.float64, device=p.device)  # correct count or squared error
-    rows = 0
     was_training = net.training
     net.eval()
     try:
         for x, y in iter_pairs(source, batch_size, p.device, width=getattr(net, "input_dim", None)):
-            out = net(x)  # (B, d_J)
-            y = targets_for(out, y, task)
-            if task == "classification":
-                total_err += (out.argmax(1) == y).sum()
-            else:
-                total_err += ((out.double() - y.double()) ** 2).sum(1).sum()  # per sample first, as metric_from_outputs
-            rows += x.shape[0]
+            total.add(net(x), y)  # (B, d_J)
     finally:
         net.train(was_training)
-    return (total_err / rows).item() if rows else float("nan")
+    return total.value()
 
 
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str) -> float:

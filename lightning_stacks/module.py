@@ -62,11 +62,16 @@ def _sum_of_squares(params: list[torch.Tensor]) -> torch.Tensor | float:
 
 
 class StackModule(pl.LightningModule):
-    """Args:
+    """The paper's training of a :class:`DeepStackNetwork` held as ``self.net``.
+
+    Args:
         config: the job's config as a plain dict (see :mod:`lightning_stacks.config`).
         architecture: shapes to build instead of ``config.model`` (set for reduced networks).
         history: the reduction history (a list of JSON-able reports), carried in checkpoints.
     """
+
+    reduces_whole_network = True  # ``net`` maps the module's inputs to its outputs (the reduction needs no hooks)
+    logs_neuron_counts = True  # training_step logs neurons/* itself
 
     def __init__(self, config: dict, architecture: dict | None = None, history: list | None = None,
                  data_info: dict | None = None):

@@ -44,3 +44,13 @@ def neuron_metrics(widths) -> dict[str, float]:
     out = {neurons(j + 1): float(n) for j, n in enumerate(widths)}
     out[NEURONS_TOTAL] = float(sum(widths))
     return out
+
+
+def block_neuron_metrics(widths_by_block: dict[str, list[int]]) -> dict[str, float]:
+    """``neurons/total`` over every block, ``neurons/<block>`` per block and, for one block that
+    is a Deep Stack Network named ``net`` (a StackModule's), ``neurons/stack_<j>`` as before."""
+    if list(widths_by_block) == ["net"]:
+        return neuron_metrics(widths_by_block["net"])
+    out = {f"neurons/{path}": float(sum(w)) for path, w in widths_by_block.items()}
+    out[NEURONS_TOTAL] = float(sum(sum(w) for w in widths_by_block.values()))
+    return out

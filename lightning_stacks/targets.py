@@ -1,58 +1,79 @@
-"""Which part of a LightningModule the reduction works on, and putting the reduced one back:
-the network attribute, found or named, and rebuilt to a checkpoint's shapes before its weights
-load."""
+"""Which blocks of a LightningModule the reduction works on: named by attribute path
+(``"model.head"``, ``"mlp.2"``) or found (every outermost Deep Stack Network or ReLU MLP
+``nn.Sequential``), checked before training, and put back after a reduction."""
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
+import difflib
+import re
 
-from .checkpoint import CHECKPOINT_KEY
-from .model import DeepStackNetwork
-from .reduction.settings import ReductionError
+from torch import nn
 
+from .blocks import Block, BlockError, block_for, find_blocks, set_child
+from .config import ConfigError
 
-def find_network(pl_module: pl.LightningModule, attribute: str | None) -> tuple[str, DeepStackNetwork]:
-    """``(attribute, network)``: the module's :class:`DeepStackNetwork` named by ``attribute``, or
-    the only one among its children when ``attribute`` is None."""
-    if attribute is not None:
-        net = getattr(pl_module, attribute, None)
-        if not isinstance(net, DeepStackNetwork):
-            raise ReductionError(f"{type(pl_module).__name__}.{attribute} is {type(net).__name__}, not a DeepStackNetwork")
-        return attribute, net
-    found = [name for name, child in pl_module.named_children() if isinstance(child, DeepStackNetwork)]
-    if len(found) != 1:
-        what = "no DeepStackNetwork attribute" if not found else f"several DeepStackNetwork attributes {found}"
-        raise ReductionError(
-            f"{type(pl_module).__name__} has {what}: hold the network as e.g. self.net = DeepStackNetwork(...) "
-            "(DeepStackNetwork.from_sequential converts a ReLU MLP), or name it with ReductionCallback(attribute=...)")
-    return found[0], getattr(pl_module, found[0])
+PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
 
-def put_network(pl_module: pl.LightningModule, attribute: str, net: DeepStackNetwork, report: dict) -> None:
-    """Install the reduced ``net`` (through ``pl_module.replace_network(net, report)`` when the
-    module defines it for its ``net``)."""
-    replace = getattr(pl_module, "replace_network", None)
-    if callable(replace) and attribute == "net":
-        replace(net, report)
+def check_paths(modules, attribute) -> list[str] | None:
+    """``modules`` (a path or a list of them) or its alias ``attribute``, as a list (None = find
+    them); ConfigError for a malformed path or both given."""
+    if modules is not None and attribute is not None:
+        raise ConfigError("give modules=[...] or its older name attribute=..., not both")
+    raw = modules if modules is not None else attribute
+    if raw is None:
+        return None
+    key = "modules" if modules is not None else "attribute"
+    paths = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else None
+    if not paths:
+        raise ConfigError(f"{key}={raw!r} must be an attribute path such as 'model.head', or a non-empty list of them")
+    bad = [p for p in paths if not isinstance(p, str) or not PATH_RE.match(p)]
+    if bad:
+        raise ConfigError(f"{key}={raw!r}: {bad[0]!r} is not an attribute name or dotted path (such as 'model.head')")
+    if len(set(paths)) != len(paths):
+        raise ConfigError(f"modules={paths} names a block twice")
+    nested = [(a, b) for a in paths for b in paths if a != b and b.startswith(a + ".")]
+    if nested:
+        raise ConfigError(f"modules={paths}: {nested[0][1]} lies inside {nested[0][0]}; name each block once")
+    return paths
+
+
+def get_block(root: nn.Module, path: str) -> nn.Module:
+    """The submodule at ``path``; a ReductionError names the closest existing name on a typo."""
+    node, done = root, []
+    for part in path.split("."):
+        children = dict(node.named_children())
+        if part not in children:
+            owner = ".".join(done) or type(root).__name__
+            close = difflib.get_close_matches(part, list(children), n=1)
+            hint = f"; did you mean '{'.'.join([*done, close[0]])}'?" if close else \
+                f"; its submodules: {', '.join(children) or 'none'}"
+            extra = f" ({type(getattr(node, part)).__name__}, not a module)" if hasattr(node, part) else ""
+            raise BlockError(f"modules: '{path}' not found: {owner} has no submodule '{part}'{extra}{hint}")
+        node = children[part]
+        done.append(part)
+    return node
+
+
+def resolve_targets(root: nn.Module, paths: list[str] | None) -> list[Block]:
+    """The blocks to reduce, as adapters over the current modules: the ``paths`` named (each
+    checked: a BlockError names the layer that cannot be reduced), or every outermost reducible
+    block found (a BlockError lists what was looked at when there is none)."""
+    if paths is not None:
+        return [block_for(get_block(root, p), p) for p in paths]
+    found, skipped = find_blocks(root)
+    if not found:
+        why = "; ".join(f"{p}: {reason}" for p, reason in skipped.items())
+        raise BlockError(f"{type(root).__name__} holds no reducible block (a DeepStackNetwork or an nn.Sequential ReLU MLP)"
+                         + (f"; looked at {why}" if why else "") + "; name the block with modules=['...']")
+    return [block_for(module, p) for p, module in found]
+
+
+def put_block(root: nn.Module, path: str, new: nn.Module, report: dict) -> None:
+    """Install a reduced block (a StackModule's ``net`` through its ``replace_network``, which
+    also records the report in its history)."""
+    replace = getattr(root, "replace_network", None)
+    if callable(replace) and path == "net":
+        replace(new, report)
     else:
-        setattr(pl_module, attribute, net)
-
-
-def watch_checkpoint_loading(pl_module: pl.LightningModule, attribute: str) -> None:
-    """Resuming a fit whose network a reduction shrank: the checkpoint's weights have the reduced
-    shapes, so the network is rebuilt to them before Lightning loads the weights (the module's
-    ``on_load_checkpoint`` runs just before; callbacks' hooks run after)."""
-    if getattr(pl_module, "_reduction_watch", False):
-        return
-    original = pl_module.on_load_checkpoint
-
-    def on_load_checkpoint(checkpoint: dict) -> None:
-        arch = (checkpoint.get(CHECKPOINT_KEY) or {}).get(attribute)
-        net = getattr(pl_module, attribute)
-        if arch and arch != net.architecture():
-            p = next(net.parameters())
-            setattr(pl_module, attribute, DeepStackNetwork.from_architecture(arch).to(device=p.device, dtype=p.dtype))
-        original(checkpoint)
-
-    pl_module.on_load_checkpoint = on_load_checkpoint
-    pl_module._reduction_watch = True
+        set_child(root, path, new)

@@ -126,9 +126,9 @@ class TwoNetworks(MyClassifier):
 
 
 @pytest.mark.parametrize("module_cls, kwargs, match", [
-    (NoNetwork, {}, "has no DeepStackNetwork attribute"),
-    (TwoNetworks, {}, r"several DeepStackNetwork attributes \['body', 'other'\]"),
-    (MyClassifier, {"attribute": "head"}, "MyClassifier.head is NoneType, not a DeepStackNetwork"),
+    (NoNetwork, {}, "NoNetwork holds no reducible block"),
+    (MyClassifier, {"attribute": "head"}, "'head' not found: MyClassifier has no submodule 'head'; its submodules: body"),
+    (MyClassifier, {"modules": ["bdy"]}, "did you mean 'body'"),
     (MyClassifier, {"at_epochs": [4]}, r"at_epochs=\[4\]: \[4\] not before the Trainer's max_epochs=4"),
     (MyClassifier, {"clusters": [99, 5]}, "clusters for stack 1 is 99 > its 48 neurons"),
     (MyClassifier, {"clusters": [5]}, "clusters needs one value per stack"),
@@ -139,6 +139,15 @@ def test_bad_module_or_trainer_is_refused_before_training(tmp_path, module_cls, 
     with pytest.raises(ReductionError, match=match):
         plain_trainer(tmp_path, [ReductionCallback(**kwargs)]).fit(module, datamodule=BlobsDataModule())
     assert module.steps == 0, "nothing was trained"
+
+
+def test_every_block_found_is_reduced(tmp_path):
+    pl.seed_everything(0)
+    module = TwoNetworks()
+    cb = ReductionCallback(max_drop=0.05, verbose=False, report_path=None)
+    plain_trainer(tmp_path, [cb], max_epochs=2).fit(module, datamodule=BlobsDataModule())
+    assert [r["target"] for r in cb.reports] == ["body", "other"]
+    assert module.body.widths == cb.reports[0]["steps"][-1]["widths"] and module.other.widths == cb.reports[1]["steps"][-1]["widths"]
 
 
 def test_regression_task_is_inferred_from_float_labels(tmp_path):

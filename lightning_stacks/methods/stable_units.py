@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import LightningStacksError
-from ..reduction.core import StackWeights, fold_always_active
+from ..reduction.core import StackWeights, fold_always_active, fold_always_active_plain
 
 
 class DomainError(LightningStacksError):
@@ -236,6 +236,7 @@ class StabilityReport:
     milp_timeouts: int = 0
     seconds: float = 0.0
     certified: bool = True  # every removed/folded unit is proven stable on the whole domain
+    bounds: list = field(default_factory=list, repr=False)  # per stack (hmin, hmax) over the domain
 
     def summary(self) -> str:
         return (f"inactive {self.inactive}, active {self.active}, undecided {self.undecided}; "
@@ -278,18 +279,27 @@ def classify_units(stacks: list[StackWeights], lower, upper, use_milp: bool = Tr
         bounds[j] = (hl, hu)
     report.seconds = time.perf_counter() - t0
     masks = [(hu <= 0, hl > 0) for hl, hu in bounds]
+    report.bounds = bounds
     return masks, report
 
 
-def remove_stable_units(stacks: list[StackWeights], lower, upper, **kwargs) -> tuple[list[StackWeights], StabilityReport]:
+def remove_stable_units(stacks: list[StackWeights], lower, upper, allow_skip: bool = True,
+                        **kwargs) -> tuple[list[StackWeights], StabilityReport]:
     """Delete stably inactive units and fold stably active ones, stack by stack; the result
     equals the original network on the whole box (a stack whose units are all stable becomes
-    purely affine)."""
+    purely affine). ``allow_skip=False`` (a plain MLP's form): active units fold into fewer
+    active units, certified on the box by their bounds (:func:`fold_always_active_plain`)."""
     masks, report = classify_units(stacks, lower, upper, **kwargs)
     out = []
-    for st, (dead, act) in zip(stacks, masks, strict=True):
-        red = fold_always_active(st, act.to(st.V.device))
-        out.append(red.keep((~dead)[~act].to(st.V.device)))
+    for st, (dead, act), (hl, hu) in zip(stacks, masks, report.bounds, strict=True):
+        dev = st.V.device
+        red = st.keep((~dead).to(dev))
+        keep = (~dead).to(dev)
+        if allow_skip:
+            red = fold_always_active(red, act.to(dev)[keep])
+        else:
+            red, _ = fold_always_active_plain(red, act.to(dev)[keep], hl.to(dev)[keep], hu.to(dev)[keep])
+        out.append(red)
     return out, report
 
 

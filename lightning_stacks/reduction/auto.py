@@ -14,14 +14,23 @@ from .stacks import Fit, run_stacks
 
 
 class Budget:
-    """Evaluates candidate stacks on the reference set and checks the metric drop."""
+    """Evaluates candidate stacks on the reference set and checks the metric drop.
 
-    def __init__(self, stacks, x_ref, y_ref, task, max_drop, weak_share, baseline=None):
+    ``head`` maps the network's outputs on the reference inputs to what the metric reads (the
+    outputs of the model the network sits in); None = the network's outputs themselves.
+    """
+
+    def __init__(self, stacks, x_ref, y_ref, task, max_drop, weak_share, baseline=None, head=None):
         self.task, self.y_ref, self.max_drop, self.weak_share = task, y_ref, max_drop, weak_share
         self.J = len(stacks)
         self.x_ref = x_ref
-        self.ref_metric = metric_from_outputs(run_stacks(stacks, x_ref), y_ref, task) if baseline is None else baseline
+        self.head = head
+        self.ref_metric = self.metric(run_stacks(stacks, x_ref)) if baseline is None else baseline
         self.evaluations = 0
+
+    def metric(self, out):
+        """The metric of the network's outputs ``out`` on the reference inputs."""
+        return metric_from_outputs(out if self.head is None else self.head(out), self.y_ref, self.task)
 
     def drop(self, metric: float) -> float:
         return metric_drop(self.task, self.ref_metric, metric)
@@ -38,7 +47,7 @@ class Budget:
         trial = list(stacks)
         trial[j] = cand
         self.evaluations += 1
-        return self.drop(metric_from_outputs(run_stacks(trial, z_j, start=j), self.y_ref, self.task))
+        return self.drop(self.metric(run_stacks(trial, z_j, start=j)))
 
     def ok(self, stacks, j, cand, z_j, stage) -> bool:
         return self.trial_drop(stacks, j, cand, z_j) <= self.allowed(stage) + 1e-12
@@ -71,13 +80,13 @@ def weak_candidates(st: StackWeights) -> tuple[Callable[[int], StackWeights], to
 
 def auto_tolerances_and_clusters(stacks, x_ref, y_ref, task, max_drop, seed, n_init, weak_share=0.25, fit: Fit | None = None,
                                  backend: str = "torch",
-                                 baseline: float | None = None):
+                                 baseline: float | None = None, head=None):
     """Automatic mode: per stack, the largest weak-removal prefix, then the fewest clusters, whose
     metric drop on (x_ref, y_ref) stays within the ramped budget (with ``fit``: each candidate is
     refitted first, see :func:`_lossy_pass`). Returns the stacks after each phase, the chosen
     tolerances and cluster counts, and the budget (which counted the evaluations)."""
     J = len(stacks)
-    budget = Budget(stacks, x_ref, y_ref, task, max_drop, weak_share, baseline)
+    budget = Budget(stacks, x_ref, y_ref, task, max_drop, weak_share, baseline, head)
 
     def finish(cand, z_fit, j):
         return refit_outgoing(cand, z_fit, fit[1][j]) if fit is not None else cand

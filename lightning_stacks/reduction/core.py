@@ -174,6 +174,59 @@ def fold_always_active(st: StackWeights, active: torch.Tensor) -> StackWeights:
     return folded.keep(~active).to(dtype)
 
 
+def fold_always_active_plain(st: StackWeights, active: torch.Tensor, hmin: torch.Tensor, hmax: torch.Tensor,
+                             rank_tol: float = 1e-10) -> tuple[StackWeights, int]:
+    """Fold always-active neurons without adding a skip path (a plain ReLU MLP keeps its form).
+
+    The neurons M in ``active`` contribute the affine map ``A z + W_M b_M`` with
+    ``A = W_M V_M`` (d_out, d_in) of rank r <= min(|M|, d_in, d_out). With the thin SVD
+    ``A = U S Q^T``, r new neurons ``v_i = sqrt(s_i) q_i``, ``w_i = sqrt(s_i) u_i`` carry ``A z``;
+    each gets the bias ``beta_i = -L_i`` where ``L_i`` is a certified lower bound of ``v_i . z``
+    over the checked inputs (``v_i`` is a combination of the v_k, k in M, whose values
+    ``v_k . z = h_k(z) - b_k`` lie in ``[hmin_k - b_k, hmax_k - b_k]``), so the new neurons are
+    active there and ``w_i relu(v_i . z + beta_i) = w_i v_i . z + w_i beta_i``; c absorbs the
+    constants. Exact wherever the folded neurons' pre-activations stay within their checked ranges
+    (the checked inputs and their convex hull), like :func:`fold_always_active`.
+
+    Only taken when it removes neurons (r < |M|); otherwise the stack comes back unchanged.
+
+    Args:
+        st: a stack (any skip kind; the skip path is left as it is).
+        active: (n,) mask of always-active neurons.
+        hmin, hmax: (n,) pre-activation range of every neuron over the checked inputs.
+        rank_tol: singular values below ``rank_tol * s_max`` count as zero.
+
+    Returns:
+        (stack, neurons removed). New neurons have ``ids`` -1.
+    """
+    _check_stack(st)
+    m = int(active.sum())
+    if m == 0:
+        return st, 0
+    dtype = st.V.dtype
+    s64 = st.to(torch.float64)
+    Wm, Vm, bm = s64.W[:, active], s64.V[active], s64.b[active]  # (d_out, m), (m, d_in), (m,)
+    lo_h = hmin[active].double() - bm
+    hi_h = hmax[active].double() - bm
+    U, s, _ = torch.linalg.svd(Wm @ Vm, full_matrices=False)
+    r = int((s > rank_tol * s.max().clamp_min(1e-300)).sum()) if s.numel() else 0
+    if r >= m:
+        return st, 0
+    root = s[:r].sqrt()
+    alpha = (U[:, :r].T @ Wm) / root[:, None]  # (r, m): v_i = alpha_i V_M
+    v_new = alpha @ Vm  # (r, d_in) = sqrt(s_i) q_i
+    w_new = U[:, :r] * root  # (d_out, r)
+    lower = torch.minimum(alpha * lo_h, alpha * hi_h).sum(1)  # (r,) certified lower bound of v_i . z
+    beta = -lower + 1e-9 * (lower.abs() + 1)  # a hair inside: float32 round-off must not clip
+    c = s64.c + Wm @ bm - w_new @ beta
+    rest = s64.keep(~active)
+    ids = None
+    if rest.ids is not None:
+        ids = torch.cat([rest.ids, torch.full((r,), -1, dtype=rest.ids.dtype, device=rest.ids.device)])
+    out = replace(rest, V=torch.cat([rest.V, v_new]), b=torch.cat([rest.b, beta]), W=torch.cat([rest.W, w_new], dim=1), c=c, ids=ids)
+    return out.to(dtype), m - r
+
+
 def remove_dead(st: StackWeights, dead: torch.Tensor) -> StackWeights:
     """Delete neurons that never activate (exact on the checked inputs)."""
     return st.keep(~dead)

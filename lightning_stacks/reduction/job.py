@@ -55,14 +55,17 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def print_step(rec: StepRecord) -> None:
+def print_step(rec: StepRecord, block: str | None = None) -> None:
+    """One line per finished step; ``block`` names the reduced block (omitted for a StackModule's net)."""
     widths = "/".join(str(n) for n in rec.widths)
     metrics = " ".join(f"{k}={v:.4f}" for k, v in rec.metrics.items())
-    print(f"[reduce] {rec.step:<8} neurons {widths:<16} {metrics} max|dout|={rec.max_output_change:.2e} ({rec.seconds:.2f}s)", flush=True)
+    where = f"{block} " if block not in (None, "net") else ""
+    print(f"[reduce] {where}{rec.step:<8} neurons {widths:<16} {metrics} max|dout|={rec.max_output_change:.2e} "
+          f"({rec.seconds:.2f}s)", flush=True)
 
 
 def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, reference: str = "train",
-                      reference_size: int = 0, device: torch.device | None = None, log=print_step) -> tuple:
+                      reference_size: int = 0, device: torch.device | None = None, log=print_step, form=None) -> tuple:
     """Reduce ``net`` on data given per split; the caller's network is not modified.
 
     Args:
@@ -79,6 +82,7 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
         device: where to reduce (default: the network's device); the reduced network is
             returned on the caller's network's device either way.
         log: called with each finished step (None = quiet).
+        form: how the result is deployed (:class:`~.settings.Form`; default a Deep Stack Network).
 
     Returns:
         (reduced network, :class:`ReductionReport`).
@@ -115,7 +119,8 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
     def evaluator(candidate):
         return {name: evaluate_source(candidate, src, task) for name, src in evaluated.items()}
 
-    reduced, report = reduce_network(net, x_check, settings, task=task, x_ref=x_ref, y_ref=y_ref, evaluate=evaluator, log=log)
+    reduced, report = reduce_network(net, x_check, settings, task=task, x_ref=x_ref, y_ref=y_ref, evaluate=evaluator, log=log,
+                                     form=form)
     return reduced.to(home), report
 
 

@@ -35,7 +35,7 @@ from . import steps
 from .inputs import as_tensors, check_inputs, check_labels
 from .report import ReductionReport, StepRecord
 from .run import ReductionRun
-from .settings import ReduceSettings, ReductionError
+from .settings import Form, ReduceSettings, ReductionError
 from .stacks import build_network, count_parameters, max_output_change, stack_weights
 from .steps import Step
 
@@ -55,6 +55,8 @@ def reduce_network(
     x_ref: torch.Tensor | None = None,
     evaluate: Evaluator | None = None,
     log: Callable[[StepRecord], None] | None = None,
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    form: Form | None = None,
 ) -> tuple[DeepStackNetwork, ReductionReport]:
     """Reduce ``net`` (not modified) and return the reduced copy and the report.
 
@@ -80,6 +82,11 @@ def reduce_network(
         evaluate: optional ``net -> {"train": m, "test": m}`` called after every step (its time
             is reported separately and excluded from ``reduce_seconds``).
         log: optional callback called with each finished :class:`StepRecord`.
+        head: automatic mode, for a network inside a bigger model: maps the network's outputs on
+            ``x_ref`` (N_ref, d_J) to the model's outputs there, which the metric against ``y_ref``
+            reads (None: the network's own outputs).
+        form: how the result is deployed (:class:`~.settings.Form`): whether a step may add a skip
+            path, and the parameter count the report shows (that of the deployed module).
     """
     if not isinstance(net, DeepStackNetwork):
         raise ReductionError(f"net is a {type(net).__name__}; reduce_network takes a DeepStackNetwork (a StackModule's .net, "
@@ -88,6 +95,10 @@ def reduce_network(
         raise ReductionError(f"task={task!r} is not one of: classification, regression")
     settings = ReduceSettings.coerce(settings)
     settings.validate(net.widths)
+    form = form or Form()
+    if settings.merge_identity_layers and not form.allow_skip:
+        raise ReductionError("merge_identity_layers folds a ReLU layer into a skip path, which this block's form (a plain "
+                             "ReLU MLP) does not have; turn it off")
     for name, p in net.named_parameters():
         if not bool(torch.isfinite(p).all()):
             raise ReductionError(f"the network's parameter '{name}' holds NaN or infinite values; reduce a network with finite weights")
@@ -103,7 +114,8 @@ def reduce_network(
     if y_ref is not None:
         y_ref = check_labels(as_tensors(y_ref, "y_ref"), task, net.output_dim)
     p = next(net.parameters())
-    run = ReductionRun(settings, task, stack_weights(net), x_check, p.device, p.dtype, net.input_dim, streamed)
+    run = ReductionRun(settings, task, stack_weights(net), x_check, p.device, p.dtype, net.input_dim, streamed, form=form,
+                       head=head)
     if settings.automatic:
         run.resolve_reference(x_ref, y_ref)
     report = ReductionReport(task=task, settings=asdict(settings))
@@ -114,8 +126,9 @@ def reduce_network(
 
     def record(step: str, current, seconds: float, details: list[dict]) -> None:
         t0 = time.perf_counter()
+        params = form.full_params if step == "full" and form.full_params is not None else (form.count or count_parameters)(current)
         rec = StepRecord(step=step, widths=[s.n for s in current], dims=[s.d_out for s in current],
-                         params=count_parameters(current), seconds=seconds, details=details)
+                         params=params, seconds=seconds, details=details)
         rec.max_output_change = max_output_change(original, current, run.checked, out_ref)
         if evaluate is not None:
             rec.metrics = evaluate(build_network(current))
@@ -137,6 +150,7 @@ def reduce_network(
             run.stacks = stacks
     report.settings.update(run.chosen)
     report.evaluations = run.budget.evaluations if run.budget is not None else 0
+    report.reference_metric = run.budget.ref_metric if run.budget is not None else None
     report.kept_ids = [st.ids.tolist() if st.ids is not None else [-1] * st.n for st in run.stacks]
     reduced = build_network(run.stacks)
     # Weights that strong l2 left below 1e-20 change no float32 output but make CPU inference

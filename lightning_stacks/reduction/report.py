@@ -34,6 +34,7 @@ class ReductionReport:
     reduce_seconds: float = 0.0
     eval_seconds: float = 0.0
     flushed_tiny: int = 0  # weight entries below 1e-20 set to 0 in the returned network (DeepStackNetwork.flush_tiny_)
+    reference_metric: float | None = None  # automatic mode: the metric the drop is measured from
 
     def table(self) -> str:
         """The paper's table 1/2 layout, with a metric column per split that was evaluated
@@ -68,13 +69,27 @@ def report_table(report: dict) -> str:
 
 
 def write_reduction_report(path, reports: list[dict]) -> None:
-    """``path`` (JSON: every reduction's report, and a summary) and the tables as text beside it."""
+    """``path`` (JSON: every reduction's report, and a summary) and the tables as text beside it.
+    Reports of several blocks (their ``target``) are summarized per block under ``blocks`` too."""
     path = Path(path)
-    first, last = reports[0]["steps"][0], reports[-1]["steps"][-1]
-    summary = {"reductions": len(reports), "neurons_before": sum(first["widths"]), "neurons_after": sum(last["widths"]),
-               "widths_before": first["widths"], "widths_after": last["widths"],
-               "params_before": first["params"], "params_after": last["params"],
-               "metrics_before": first["metrics"], "metrics_after": last["metrics"], "task": reports[-1]["task"]}
+    by_block: dict[str, list[dict]] = {}
+    for r in reports:
+        by_block.setdefault(r.get("target", "net"), []).append(r)
+    blocks = {}
+    for name, rs in by_block.items():
+        first, last = rs[0]["steps"][0], rs[-1]["steps"][-1]
+        blocks[name] = {"reductions": len(rs), "neurons_before": sum(first["widths"]), "neurons_after": sum(last["widths"]),
+                        "widths_before": first["widths"], "widths_after": last["widths"],
+                        "params_before": first["params"], "params_after": last["params"],
+                        "metrics_before": first["metrics"], "metrics_after": last["metrics"]}
+    summary = {"reductions": len(reports), "task": reports[-1]["task"],
+               **{k: sum(b[k] for b in blocks.values()) for k in ("neurons_before", "neurons_after", "params_before", "params_after")}}
+    if len(blocks) == 1:
+        only = next(iter(blocks.values()))
+        summary.update({k: only[k] for k in ("widths_before", "widths_after", "metrics_before", "metrics_after")})
+    else:
+        summary["blocks"] = blocks
     atomic_write_text(path, json.dumps({"summary": summary, "reports": reports}, indent=2))
-    tables = [f"reduction {i} (round {r.get('round', i)}):\n{report_table(r)}" for i, r in enumerate(reports)]
+    tables = [f"reduction {i} (round {r.get('round', i)}{', ' + r['target'] if r.get('target', 'net') != 'net' else ''}):\n"
+              f"{report_table(r)}" for i, r in enumerate(reports)]
     atomic_write_text(path.with_suffix(".txt"), "\n\n".join(tables) + "\n")

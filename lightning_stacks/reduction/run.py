@@ -10,7 +10,7 @@ import torch
 
 from ..batches import Source, iter_pairs, reservoir_sample
 from .core import StackWeights
-from .settings import ReduceSettings, ReductionError
+from .settings import Form, ReduceSettings, ReductionError
 from .stacks import Fit
 
 
@@ -31,6 +31,8 @@ class ReductionRun:
         fit: ``refit``'s fit set: (inputs, the original network's stack outputs on them).
         budget: automatic mode's metric budget (set by the automatic step, used by polish).
         chosen: the settings automatic mode chose (for the report).
+        form: how the result is deployed (whether a step may add a skip path; its parameter count).
+        head: network outputs on ``x_ref`` -> what the metric reads (None: the outputs themselves).
     """
 
     settings: ReduceSettings
@@ -46,6 +48,8 @@ class ReductionRun:
     y_ref: torch.Tensor | None = None
     fit: Fit | None = None
     budget: Any = None
+    form: Form = field(default_factory=Form)
+    head: Any = None
     chosen: dict = field(default_factory=dict)
     held: dict[str, torch.Tensor | None] = field(default_factory=dict)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from ..errors import LightningStacksError
@@ -151,3 +152,21 @@ class ReduceSettings:
             return cls(**settings)
         raise ReductionError(f"settings must be a ReduceSettings or a dict of its fields, got {type(settings).__name__}")
 
+
+
+@dataclass
+class Form:
+    """How the reduced network will be deployed (the block's own form).
+
+    Attributes:
+        allow_skip: whether a step may add an affine skip path (False for a plain ReLU MLP: step 1
+            then folds always-active neurons into fewer always-active neurons instead, see
+            :func:`~.core.fold_always_active_plain`).
+        count: parameters of the deployed module for a list of stacks (default: the Deep Stack
+            Network's, :func:`~.stacks.count_parameters`).
+        full_params: the deployed module's parameters before the reduction (the "full" row).
+    """
+
+    allow_skip: bool = True
+    count: Callable[[list], int] | None = None
+    full_params: int | None = None

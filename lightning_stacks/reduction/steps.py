@@ -20,6 +20,7 @@ from .core import (
     cluster_stack,
     find_outside_neurons,
     fold_always_active,
+    fold_always_active_plain,
     fold_constant_neurons,
     project_bottleneck,
     refit_outgoing,
@@ -38,17 +39,23 @@ def outside_masks(stacks: list[StackWeights], x: Source) -> list[tuple[torch.Ten
     return [find_outside_neurons(hmin, hmax) for hmin, hmax in network_ranges(stacks, x)[0]]
 
 
-def step_outside(stacks: list[StackWeights], x: Source, chunk: int | None = None) -> tuple[list[StackWeights], list[dict]]:
+def step_outside(stacks: list[StackWeights], x: Source, chunk: int | None = None,
+                 allow_skip: bool = True) -> tuple[list[StackWeights], list[dict]]:
     """Step 1 on every stack, checking the inputs x: a tensor (N, d_0) or a streamed source
-    (one pass, see :func:`network_ranges`)."""
+    (one pass, see :func:`network_ranges`). ``allow_skip=False`` (a plain MLP's form): always-active
+    neurons fold into fewer always-active neurons instead of a skip path
+    (:func:`~.core.fold_always_active_plain`), and only where that removes neurons."""
     ranges, rows = network_ranges(stacks, x, chunk)
     out, details = [], []
     for j, (st, (hmin, hmax)) in enumerate(zip(stacks, ranges, strict=True)):
         dead, active = find_outside_neurons(hmin, hmax)
         if rows == 0:  # nothing checked: decide nothing
             dead = active = torch.zeros_like(dead)
-        red = fold_always_active(st, active)
-        red = red.keep(~dead[~active])
+        red = st.keep(~dead)
+        if allow_skip:
+            red = fold_always_active(red, active[~dead])
+        else:
+            red, _ = fold_always_active_plain(red, active[~dead], hmin[~dead], hmax[~dead])
         details.append({"stack": j + 1, "dead": int(dead.sum()), "always_active": int(active.sum()), "before": st.n, "after": red.n})
         out.append(red)
     return out, details
@@ -153,7 +160,8 @@ def domain(run: ReductionRun) -> list[Row] | None:
     from ..methods.stable_units import remove_stable_units
 
     # The bound propagation and the MILPs run on the CPU (scipy), whatever the reduction's device.
-    stacks64, stab = remove_stable_units([moved(st, "cpu", torch.float64) for st in run.stacks], *run.settings.domain, **_milp(run))
+    stacks64, stab = remove_stable_units([moved(st, "cpu", torch.float64) for st in run.stacks], *run.settings.domain,
+                                         allow_skip=run.form.allow_skip, **_milp(run))
     stacks = [moved(st, run.device, run.dtype) for st in stacks64]
     return [("domain", stacks, [{"stack": j + 1, "inactive": stab.inactive[j], "active": stab.active[j],
                                  "undecided": stab.undecided[j]} for j in range(len(stacks))])]
@@ -163,7 +171,7 @@ def outside(run: ReductionRun) -> list[Row] | None:
     """Step 1 on the checked inputs; with ``tighten``, how many of its decisions hold on the domain."""
     if not run.settings.outside:
         return None
-    stacks, details = step_outside(run.stacks, run.checked)
+    stacks, details = step_outside(run.stacks, run.checked, allow_skip=run.form.allow_skip)
     if run.settings.tighten:
         from ..methods.stable_units import certified_folds
 
@@ -184,7 +192,7 @@ def automatic(run: ReductionRun) -> list[Row] | None:
     before = run.stacks
     after_weak, after_cluster, tols, ks, run.budget = auto_tolerances_and_clusters(
         before, run.x_ref, run.y_ref, run.task, s.max_drop, s.seed, s.kmeans_n_init, s.weak_share, run.fit,
-        backend=s.kmeans, baseline=s.baseline)
+        backend=s.kmeans, baseline=s.baseline, head=run.head)
     wdet = [{"stack": j + 1, "tolerance": t, "before": a.n, "after": b.n} for j, (t, a, b) in enumerate(zip(tols, before, after_weak, strict=True))]
     cdet = [{"stack": j + 1, "clusters": k, "before": a.n, "after": b.n} for j, (k, a, b) in enumerate(zip(ks, after_weak, after_cluster, strict=True))]
     run.chosen = {"chosen_tolerances": tols, "chosen_clusters": ks}
