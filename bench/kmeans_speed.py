@@ -1,16 +1,28 @@
-"""Weighted k-means of step 3: torch (on the reduction's device) vs scikit-learn (CPU), same data.
+"""Weighted k-means of step 3: torch (on the reduction's device) with each of its seedings vs
+scikit-learn (CPU), same data.
 
-    OMP_NUM_THREADS=2 python bench/kmeans_speed.py [--device cpu|cuda] [--k 100 300] [--seeds 3]
+    OMP_NUM_THREADS=2 python bench/kmeans_speed.py [--device cpu|cuda] [--k 10 50 100 300] [--seeds 3] [--n 1024]
 
-Data: kink representations (``kink_representation``) of two random 1024-neuron stacks built to
+Data: kink representations (``kink_representation``) of two random ``--n``-neuron stacks built to
 look trained: MNIST's first stack (d_in 784 -> p = 1568; neurons drawn around 200 prototype
 directions, log-normal outgoing norms) and a 1-D sine-like stack (d_in 1 -> p = 2; kinks spread
-over [-1, 1]). Both sides get float64 data and weights, ``n_init=3``, the same seed; sklearn's
+over [-1, 1]). Every side gets float64 data and weights, ``n_init=3``, the same seed; sklearn's
 time includes its copy of the data to the host (numpy), as a CPU round trip would.
-Each case runs once per seed (``--seeds``, alternating torch and sklearn so that load on the
-machine hits both), after one untimed warm-up call of each. Columns: median seconds over seeds,
-``ratio = torch / sklearn`` (< 1: torch faster), mean inertia over seeds (one seed alone is noisy)
-and the ratio of those means (> 1: torch's clustering is worse).
+Torch seedings (``init``, see lightning_stacks/reduction/kmeans.py): ``old`` = ``"k-means++"``
+(the replica kept from before), ``new`` = ``"greedy-batched"`` (the default: the same picks, fewer
+and batched kernels per step), ``k||`` = ``"k-means||"`` (Bahmani et al.'s rounds, then the same
+greedy steps over the weighted candidates; without rounds, so the same as ``new``, when
+n <= 1 + 10 k).
+Each case runs once per seed (``--seeds``, interleaving the sides so that load on the machine hits
+all), after one untimed warm-up call of each. Columns, as medians over seeds:
+
+- ``seeding s``: the seeding for all 3 restarts, timed inside the full fit (any Gram matrix that
+  the fit builds for Lloyd and shares with the seeding is not counted; one the seeding alone asks
+  for is); sklearn: its ``kmeans_plusplus`` called 3 times;
+- ``total s``: the whole fit (seeding, Lloyd, best of 3), ``KMeans(n_clusters=k, n_init=3,
+  random_state=seed).fit(X, sample_weight=w)`` for sklearn;
+- ``inertia / sklearn``: the mean inertia over seeds divided by sklearn's mean (> 1: worse
+  clustering; one seed alone is noisy, a few percent either way).
 """
 
 from __future__ import annotations
@@ -22,8 +34,12 @@ import time
 import _common  # noqa: F401  (puts the repo on sys.path)
 import torch
 
+import lightning_stacks.reduction.kmeans as kmeans
 from lightning_stacks.reduction import StackWeights, kink_representation
 from lightning_stacks.reduction.kmeans import weighted_kmeans_torch
+
+INITS = {"old": "k-means++", "new": "greedy-batched", "k||": "k-means||"}
+SIDES = (*INITS, "sklearn")
 
 
 def trained_like_stack(n: int, d_in: int, d_out: int, seed: int = 0) -> StackWeights:
@@ -51,16 +67,42 @@ def sklearn_kmeans(R: torch.Tensor, w: torch.Tensor, k: int, seed: int) -> float
     return float(km.inertia_)
 
 
-def torch_kmeans(R: torch.Tensor, w: torch.Tensor, k: int, seed: int) -> float:
-    _, _, inertia = weighted_kmeans_torch(R, w, k, seed=seed, n_init=3)  # a host float: synced
-    return inertia
+def sklearn_seeding(R: torch.Tensor, w: torch.Tensor, k: int, seed: int) -> None:
+    """sklearn's greedy k-means++ for 3 restarts (what ``KMeans(n_init=3)`` seeds with)."""
+    import numpy as np
+    from sklearn.cluster import kmeans_plusplus
+
+    X, sw = R.detach().cpu().numpy(), w.detach().cpu().numpy()
+    rng = np.random.RandomState(seed)
+    for _ in range(3):
+        kmeans_plusplus(X, k, sample_weight=sw, random_state=rng)
 
 
-def timed_sync(fn, device: str, *args) -> tuple[float, float]:
+def torch_kmeans(R: torch.Tensor, w: torch.Tensor, k: int, seed: int, init: str) -> tuple[float, float]:
+    """(inertia, seconds spent in the seeding) of one fit."""
+    _, _, inertia = weighted_kmeans_torch(R, w, k, seed=seed, n_init=3, init=init)  # a host float: synced
+    return inertia, SEEDING_SECONDS.pop()
+
+
+SEEDING_SECONDS: list[float] = []
+_seed = kmeans._seed
+
+
+def _timed_seed(X, *args, **kwargs):
+    """kmeans._seed, timed (the device synchronized around it)."""
+    out, t = timed_sync(_seed, X.device.type, X, *args, **kwargs)
+    SEEDING_SECONDS.append(t)
+    return out
+
+
+kmeans._seed = _timed_seed
+
+
+def timed_sync(fn, device: str, *args, **kwargs):
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     if device == "cuda":
         torch.cuda.synchronize()
     return out, time.perf_counter() - t0
@@ -69,7 +111,7 @@ def timed_sync(fn, device: str, *args) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--k", type=int, nargs="+", default=[100, 300])
+    p.add_argument("--k", type=int, nargs="+", default=[10, 50, 100, 300])
     p.add_argument("--n", type=int, default=1024)
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args()
@@ -78,24 +120,34 @@ def main() -> None:
 
     cases = {"mnist-stack1 p=1568": trained_like_stack(args.n, 784, 16), "sine p=2": trained_like_stack(args.n, 1, 1)}
     print(f"device={args.device} threads={torch.get_num_threads()} n={args.n} n_init=3 seeds={args.seeds}")
-    print(f"{'case':<22}{'k':>5}{'torch s':>10}{'sklearn s':>11}{'ratio':>8}{'torch inertia':>16}{'sklearn inertia':>17}{'in. ratio':>10}")
+    print(f"{'':<26}|{'seeding s (3 restarts)':^32}|{'total s':^32}|{'inertia / sklearn':^24}")
+    sides = "".join(f"{s:>8}" for s in SIDES)
+    print(f"{'case':<21}{'k':>5}|{sides}|{sides}|" + "".join(f"{s:>8}" for s in INITS))
     for name, st in cases.items():
         R, w = kink_representation(st)
         R, w = R.to(args.device), w.to(args.device)
         for k in args.k:
-            torch_kmeans(R, w, k, 0)  # warm-up: allocator, kernels, sklearn import
+            for init in INITS.values():  # warm-up: allocator, kernels, sklearn import
+                torch_kmeans(R, w, k, 0, init)
+            sklearn_seeding(R, w, k, 0)
             sklearn_kmeans(R, w, k, 0)
-            tt, ts, it, is_ = [], [], [], []
+            seed_t, total_t, inertia = ({side: [] for side in SIDES} for _ in range(3))
             for seed in range(args.seeds):
-                inertia, t = timed_sync(torch_kmeans, args.device, R, w, k, seed)
-                tt.append(t)
-                it.append(inertia)
-                inertia, t = timed_sync(sklearn_kmeans, args.device, R, w, k, seed)
-                ts.append(t)
-                is_.append(inertia)
-            mt, ms = statistics.median(tt), statistics.median(ts)
-            it, is_ = statistics.mean(it), statistics.mean(is_)
-            print(f"{name:<22}{k:>5}{mt:>10.3f}{ms:>11.3f}{mt / ms:>8.2f}{it:>16.6g}{is_:>17.6g}{it / is_:>10.4f}")
+                for side, init in INITS.items():
+                    (out, ts), t = timed_sync(torch_kmeans, args.device, R, w, k, seed, init)
+                    seed_t[side].append(ts)
+                    total_t[side].append(t)
+                    inertia[side].append(out)
+                seed_t["sklearn"].append(timed_sync(sklearn_seeding, args.device, R, w, k, seed)[1])
+                out, t = timed_sync(sklearn_kmeans, args.device, R, w, k, seed)
+                total_t["sklearn"].append(t)
+                inertia["sklearn"].append(out)
+            ref = statistics.mean(inertia["sklearn"])
+            row = f"{name:<21}{k:>5}|"
+            row += "".join(f"{statistics.median(seed_t[s]):>8.4f}" for s in SIDES) + "|"
+            row += "".join(f"{statistics.median(total_t[s]):>8.3f}" for s in SIDES) + "|"
+            row += "".join(f"{statistics.mean(inertia[s]) / ref:>8.4f}" for s in INITS)
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Torch weighted k-means checked against scikit-learn's KMeans, the reference implementation."""
 
+import functools
 import warnings
 
 import numpy as np
@@ -9,7 +10,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from lightning_stacks.reduction import StackWeights, kink_representation
-from lightning_stacks.reduction.kmeans import weighted_kmeans_torch
+from lightning_stacks.reduction.kmeans import seed_centres, weighted_kmeans_torch
 
 
 @pytest.fixture(params=["cpu", "cuda"])
@@ -39,7 +40,31 @@ def kinks(n, seed):
     return R.numpy(), w.numpy()
 
 
-DATA = {"blobs": blobs, "uniform": uniform, "kinks": kinks}
+def _kink_data(V, b, d_out, g):
+    W = torch.randn(d_out, V.shape[0], generator=g, dtype=torch.float64) * torch.exp(torch.randn(V.shape[0], generator=g, dtype=torch.float64))
+    R, w = kink_representation(StackWeights(V=V, b=b, W=W, c=torch.zeros(d_out, dtype=torch.float64), skip="none"))
+    return R.numpy(), w.numpy()
+
+
+def protos(n, seed):
+    """Kink representations (p = 128) of a stack that looks trained (bench/kmeans_speed.py): neurons
+    around 200 prototype directions, log-normal norms."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    V = r(200, 64)[torch.randint(0, 200, (n,), generator=g)] + 0.3 * r(n, 64)
+    return _kink_data(V * torch.exp(0.5 * r(n, 1)) / 8, 0.5 * r(n), 4, g)
+
+
+def sine(n, seed):
+    """Kink representations (p = 2) of a 1-D stack, kinks spread over [-1, 1] (bench/kmeans_speed.py)."""
+    g = torch.Generator().manual_seed(seed)
+    V = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    kinks = torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1
+    return _kink_data(V, -kinks * V[:, 0], 1, g)
+
+
+DATA = {"blobs": blobs, "uniform": uniform, "kinks": kinks, "protos": protos, "sine": sine}
+INITS = ("greedy-batched", "k-means||", "k-means++")
 CASES = [(n, k) for n in (20, 200, 2000) for k in (1, 2, 10, 50) if k < n]
 SEEDS = {20: 50, 200: 10, 2000: 3}
 
@@ -50,7 +75,7 @@ def sklearn_fit(X, w, k, **kw):
         return KMeans(n_clusters=k, **kw).fit(X, sample_weight=w)
 
 
-@pytest.mark.parametrize("data", sorted(DATA))
+@pytest.mark.parametrize("data", ["blobs", "kinks", "uniform"])
 @pytest.mark.parametrize("n,k", CASES)
 def test_inertia_matches_sklearn(data, n, k, device):
     """Best of 3 restarts, within 1% of sklearn's best of 3, as a mean over seeds: one seed alone is
@@ -101,57 +126,164 @@ def test_several_empty_clusters_all_refilled():
     assert C.abs().max() < 10
 
 
+@pytest.mark.parametrize("init", INITS)
 @pytest.mark.parametrize("data", ["blobs", "kinks"])
-def test_deterministic_for_a_seed(data, device):
+def test_deterministic_for_a_seed(data, init, device):
+    """Same seed, same labels, centres and inertia (k-means|| runs its rounds here: n > 1 + 10 k)."""
     X, w = DATA[data](500, seed=5)
     X, w = torch.tensor(X, device=device), torch.tensor(w, device=device)
-    a = weighted_kmeans_torch(X, w, 20, seed=7)
-    b = weighted_kmeans_torch(X, w, 20, seed=7)
+    a = weighted_kmeans_torch(X, w, 20, seed=7, init=init)
+    b = weighted_kmeans_torch(X, w, 20, seed=7, init=init)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
-    others = [weighted_kmeans_torch(X, w, 20, seed=s, n_init=1) for s in range(4)]
+    assert torch.equal(seed_centres(X, w, 20, seed=7, init=init), seed_centres(X, w, 20, seed=7, init=init))
+    others = [weighted_kmeans_torch(X, w, 20, seed=s, n_init=1, init=init) for s in range(4)]
     assert len({o[2] for o in others}) > 1  # seeds differ
 
 
-def test_cpu_and_cuda_seed_alike():
+@pytest.mark.parametrize("init", INITS)
+def test_cpu_and_cuda_seed_alike(init):
     if not torch.cuda.is_available():
         pytest.skip("CUDA not available")
     X, w = blobs(500, seed=6)
-    a = weighted_kmeans_torch(torch.tensor(X), torch.tensor(w), 20, seed=3)
-    b = weighted_kmeans_torch(torch.tensor(X, device="cuda"), torch.tensor(w, device="cuda"), 20, seed=3)
+    a = weighted_kmeans_torch(torch.tensor(X), torch.tensor(w), 20, seed=3, init=init)
+    b = weighted_kmeans_torch(torch.tensor(X, device="cuda"), torch.tensor(w, device="cuda"), 20, seed=3, init=init)
     assert b[2] == pytest.approx(a[2], rel=1e-9)
 
 
-def test_k_equals_n_is_identity():
+QUALITY = [("protos", 600, 30), ("sine", 600, 40), ("kinks", 1000, 50)]  # k-means|| runs its rounds
+QUALITY_SEEDS = 8
+
+
+@functools.cache
+def sklearn_mean_inertia(data, n, k):
+    X, w = DATA[data](n, seed=1)
+    return np.mean([sklearn_fit(X, w, k, n_init=3, random_state=s).inertia_ for s in range(QUALITY_SEEDS)])
+
+
+def mean_inertia_ratio(data, n, k, fit):
+    """Mean inertia over seeds of ``fit(X, w, k, seed)`` over sklearn's (``n_init=3``, same seeds)."""
+    X, w = DATA[data](n, seed=1)
+    X, w = torch.tensor(X), torch.tensor(w)
+    return np.mean([fit(X, w, k, s) for s in range(QUALITY_SEEDS)]) / sklearn_mean_inertia(data, n, k)
+
+
+@pytest.mark.parametrize("init", ["greedy-batched", "k-means||"])
+@pytest.mark.parametrize("data,n,k", QUALITY)
+def test_seeding_reaches_sklearn_inertia(data, n, k, init):
+    """Within 1% of sklearn's mean inertia on trained-like kink data (the bench's kinds) and random
+    kinks; a random start fails this check (next test)."""
+    ratio = mean_inertia_ratio(data, n, k, lambda X, w, k, s: weighted_kmeans_torch(X, w, k, seed=s, init=init)[2])
+    assert ratio <= 1.01, ratio
+
+
+@pytest.mark.parametrize("data,n,k", QUALITY[1:])
+def test_inertia_check_fails_for_random_starts(data, n, k):
+    """The check above can fail: the best of 3 Lloyd runs from random rows ends 100% (sine) and
+    1.6% (kinks) above sklearn (the seedings: -3% to +0.6%)."""
+    def random_start(X, w, k, s):
+        g = torch.Generator().manual_seed(s)
+        return min(weighted_kmeans_torch(X, w, k, init=X[torch.randperm(n, generator=g)[:k]])[2] for _ in range(3))
+
+    assert mean_inertia_ratio(data, n, k, random_start) > 1.01
+
+
+@pytest.mark.parametrize("data,n,k", [("blobs", 400, 10), ("kinks", 300, 50), ("uniform", 2000, 7), ("sine", 1000, 100)])
+def test_greedy_batched_picks_what_kmeanspp_picks(data, n, k, monkeypatch):
+    """Same draws, same picks: the batched layout changes kernels, not the seeding; the same with
+    the distance matrix precomputed (the accelerator path) and computed per step (CPU, n > R T k)."""
+    import lightning_stacks.reduction.kmeans as km
+    import lightning_stacks.reduction.seeding as seeding
+
+    X, w = DATA[data](n, seed=2)
+    X, w = torch.tensor(X), torch.tensor(w)
+    for s in range(3):
+        ref = seed_centres(X, w, k, seed=s, init="k-means++")
+        assert torch.equal(seed_centres(X, w, k, seed=s), ref)
+        for module in (km, seeding):  # the seeding reads it in its own module
+            monkeypatch.setattr(module, "_cpu_paths", lambda device: False)
+        assert torch.equal(seed_centres(X, w, k, seed=s), ref)
+        monkeypatch.undo()
+
+
+def test_kmeans_parallel_runs_rounds_and_finds_separated_clusters():
+    """k-means|| (rounds when n > 1 + 10 k): centres are rows of X, and on 6 tight, far-apart
+    groups of unequal weight every restart puts one centre in each group."""
+    import lightning_stacks.reduction.seeding as seeding
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.arange(6, dtype=torch.float64)[:, None] * torch.tensor([[10.0, -7.0, 3.0]])
+    X = (centres[:, None, :] + 0.01 * torch.randn(6, 50, 3, generator=g, dtype=torch.float64)).reshape(300, 3)
+    w = torch.rand(300, generator=g, dtype=torch.float64) * torch.tensor([0.1, 1, 1, 1, 1, 5.0]).repeat_interleave(50)
+    assert seeding._parallel_rounds_shrink(300, 6)
+    for s in range(5):
+        C = seed_centres(X, w, 6, seed=s, init="k-means||")  # (3, 6, 3)
+        assert (C[..., None, :] == X).all(-1).any(-1).all()  # rows of X
+        group = torch.cdist(C, centres).argmin(-1)  # (3, 6)
+        assert all(sorted(r) == list(range(6)) for r in group.tolist())
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_k_equals_n_is_identity(init):
     X = torch.randn(7, 3, dtype=torch.float64)
-    labels, C, inertia = weighted_kmeans_torch(X, torch.rand(7, dtype=torch.float64), 7)
+    labels, C, inertia = weighted_kmeans_torch(X, torch.rand(7, dtype=torch.float64), 7, init=init)
     assert torch.equal(labels, torch.arange(7)) and torch.equal(C, X) and inertia == 0.0
+    C0 = seed_centres(X, torch.rand(7, dtype=torch.float64), 7, init=init)  # the seeding alone: a permutation
+    assert all(sorted(c.tolist()) == sorted(X.tolist()) for c in C0)
 
 
-def test_k_one_is_weighted_mean():
+@pytest.mark.parametrize("init", INITS)
+def test_k_one_is_weighted_mean(init):
     X, w = torch.randn(50, 4, dtype=torch.float64), torch.rand(50, dtype=torch.float64)
-    labels, C, inertia = weighted_kmeans_torch(X, w, 1)
+    labels, C, inertia = weighted_kmeans_torch(X, w, 1, init=init)
     mean = (w[:, None] * X).sum(0) / w.sum()
     assert torch.equal(labels, torch.zeros(50, dtype=torch.long))
     torch.testing.assert_close(C[0], mean, rtol=1e-12, atol=1e-12)
     assert inertia == pytest.approx(float((w * ((X - mean) ** 2).sum(1)).sum()), rel=1e-12)
 
 
-def test_zero_weight_points_get_labels_and_do_not_pull_centres():
+@pytest.mark.parametrize("init", INITS)
+def test_zero_weight_points_get_labels_and_do_not_pull_centres(init):
     X = torch.tensor([[0.0], [0.1], [10.0], [10.1], [100.0]], dtype=torch.float64)
     w = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
-    labels, C, inertia = weighted_kmeans_torch(X, w, 2, seed=0)
+    labels, C, inertia = weighted_kmeans_torch(X, w, 2, seed=0, init=init)
     assert labels.shape == (5,) and labels[4] == labels[2] == labels[3] != labels[0] == labels[1]
     assert sorted(C.flatten().tolist()) == pytest.approx([0.05, 10.05])
     assert inertia == pytest.approx(4 * 0.05**2)
 
 
-def test_duplicate_points():
-    X = torch.tensor([[0.0, 0.0]] * 6 + [[1.0, 1.0]] * 4 + [[5.0, 5.0]] * 2, dtype=torch.float64)
-    w = torch.ones(12, dtype=torch.float64)
-    labels, C, inertia = weighted_kmeans_torch(X, w, 3, seed=0)  # exactly 3 distinct points
+@pytest.mark.parametrize("init", INITS)
+def test_seeding_never_picks_a_weight_zero_point(init):
+    """Most points weigh 0 and lie far out (k-means|| runs its rounds: n > 1 + 10 k)."""
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(400, 2, generator=g, dtype=torch.float64)
+    w = torch.zeros(400, dtype=torch.float64)
+    w[:40] = torch.rand(40, generator=g, dtype=torch.float64) + 0.1
+    X[40:] *= 100
+    for s in range(5):
+        C = seed_centres(X, w, 8, seed=s, init=init)  # (3, 8, 2)
+        assert (C[..., None, :] == X[:40]).all(-1).any(-1).all()  # rows among the first 40
+        labels, C, _ = weighted_kmeans_torch(X, w, 8, seed=s, init=init)
+        assert labels.shape == (400,) and len(labels[:40].unique()) == 8
+
+
+@pytest.mark.parametrize("init", INITS)
+@pytest.mark.parametrize("copies", [1, 10])
+def test_duplicate_points(init, copies):
+    """3 distinct points; copies=10 makes n = 120 > 1 + 10 k, so that k-means|| runs its rounds.
+
+    With many copies, Lloyd's relocation may hand a spare cluster copies of a point (a weighted
+    mean of copies can sit an ulp away from them), so only 3 or more labels are promised there."""
+    X = torch.tensor([[0.0, 0.0]] * 6 + [[1.0, 1.0]] * 4 + [[5.0, 5.0]] * 2, dtype=torch.float64).repeat(copies, 1)
+    w = torch.ones(12 * copies, dtype=torch.float64)
+    labels, C, inertia = weighted_kmeans_torch(X, w, 3, seed=0, init=init)  # exactly 3 distinct points
     assert len(labels.unique()) == 3 and inertia == pytest.approx(0.0, abs=1e-12)
-    labels, _, inertia = weighted_kmeans_torch(X, w, 5, seed=0)  # more clusters than distinct points
-    assert len(labels.unique()) == 3 and inertia == pytest.approx(0.0, abs=1e-12)
+    for k in (4, 5):  # more clusters than distinct points
+        labels, _, inertia = weighted_kmeans_torch(X, w, k, seed=0, init=init)
+        assert inertia == pytest.approx(0.0, abs=1e-12)
+        assert len(labels.unique()) == 3 if copies == 1 else len(labels.unique()) >= 3
+        assert all(len(X[labels == j].unique(dim=0)) == 1 for j in labels.unique())  # a label, one point
+        C0 = seed_centres(X, w, k, seed=0, init=init)
+        assert C0.shape == (3, k, 2) and all(len(c.unique(dim=0)) == 3 for c in C0)  # every point seeded
 
 
 def test_float32():
@@ -178,6 +310,9 @@ def test_float32():
     (dict(tol=-1.0), "tol must be finite and >= 0"),
     (dict(init=torch.zeros(3, 2)), r"init must have shape \(2, 2\)"),
     (dict(init=torch.full((2, 2), float("nan"))), "init must be finite"),
+    (dict(init="kmeans++"), r"init must be one of greedy-batched, k-means\|\|, k-means\+\+ or a \(k, p\) tensor, got 'kmeans\+\+'"),
+    (dict(init="random"), r"init must be one of .* got 'random'"),
+    (dict(init=[[0.0, 0.0], [1.0, 1.0]]), r"init must be one of .* got \[\[0\.0"),
 ])
 def test_refusals(kwargs, match):
     args = dict(X=torch.rand(5, 2), w=torch.ones(5), k=2)
@@ -215,6 +350,7 @@ def test_accelerator_code_paths_agree_on_cpu(data, k, monkeypatch):
     C0[1] = 1e3  # an empty cluster in the first step
     cpu = [km.weighted_kmeans_torch(X, w, k, seed=4), km.weighted_kmeans_torch(X, w, k, init=C0)]
     monkeypatch.setattr(km, "_cpu_paths", lambda device: False)
+    monkeypatch.setattr("lightning_stacks.reduction.seeding._cpu_paths", lambda device: False)
     acc = [km.weighted_kmeans_torch(X, w, k, seed=4), km.weighted_kmeans_torch(X, w, k, init=C0)]
     for (la, Ca, ia), (lb, Cb, ib) in zip(cpu, acc, strict=True):
         assert torch.equal(la, lb)

@@ -4,18 +4,54 @@ Objective, for points ``x_i`` (n, p) with weights ``w_i >= 0`` and centres ``c_j
 
     inertia = sum_i w_i |x_i - c_{l_i}|^2,   l_i = argmin_j |x_i - c_j|^2
 
-The algorithm follows scikit-learn's ``KMeans(algorithm="lloyd")`` step for step, so that both
-reach the same centres from the same start (the tests check this to 1e-10): greedy weighted
-k-means++ seeding, Lloyd iterations on data centred by its mean, sklearn's stopping rule and its
-relocation of empty clusters. What differs is how the work is laid out:
+Lloyd follows scikit-learn's ``KMeans(algorithm="lloyd")`` step for step, so that both reach the
+same centres from the same start (the tests check this to 1e-10): Lloyd iterations on data centred
+by its mean, sklearn's stopping rule and its relocation of empty clusters.
+
+Seeding (``init``) is sklearn's greedy weighted k-means++ (each of ``k`` steps draws
+``T = 2 + int(log k)`` candidates with probability proportional to ``w_i D_i^2``, ``D_i`` the
+distance to the nearest centre so far, and keeps the one that lowers the weighted potential
+``sum_i w_i D_i^2`` most), in one of three layouts:
+
+- ``"greedy-batched"`` (the default): every step scores the candidates of all restarts in one
+  batched call on weighted squared distances ``w_b |x_a - x_b|^2``, precomputed as one (n, n)
+  matrix where that pays and fits (on accelerators always, on the CPU when ``n <= n_init T k``)
+  or computed per step. A step is about nine torch ops with the matrix (fifteen without) instead
+  of about twenty-one. On a GPU, where such steps cost kernel launches rather than arithmetic,
+  that should make the chain of ``k`` steps about twice as fast (not measured: no GPU was at
+  hand); on the CPU the seeding is faster too (bench/kmeans_speed.py). Same draws and same picks
+  as ``"k-means++"`` (up to rounding; identical in the tests).
+- ``"k-means||"`` (Bahmani et al. 2012, "Scalable k-means++"): a first centre drawn with
+  probability proportional to ``w_i``, then ``PARALLEL_ROUNDS`` rounds in which every point joins
+  the candidates at once, independently, with probability ``min(1, l w_i D_i^2 / sum_j w_j
+  D_j^2)`` (``l = OVERSAMPLING * k``); each candidate is weighted by the total weight of the
+  points nearest to it (so there are at most ``min(n, 1 + PARALLEL_ROUNDS * l)`` of them), and
+  the greedy steps above reduce that weighted set to ``k`` centres. When ``n <= 1 +
+  PARALLEL_ROUNDS * l`` the rounds cannot shrink the set and are skipped (then this is
+  ``"greedy-batched"``). Not the default: its rounds compute ``PARALLEL_ROUNDS * l = 10 k``
+  candidate distance rows per restart, more than the ``T k`` of the greedy steps (T <= 8 for
+  k < 3000), so at the sizes here (n up to a few thousand neurons, and also n = 20000 measured)
+  it is slower than ``"greedy-batched"`` on the CPU and takes more kernels and host syncs, while
+  its reduction keeps the chain of ``k`` greedy steps anyway. It is kept for much larger n, where
+  it makes each of those steps small.
+- ``"k-means++"``: the replica of sklearn's seeding as it was (one step computes its candidates'
+  distance rows and reduces them in about twenty kernels), kept for comparison.
+
+No seeding without that chain came near sklearn's inertia: picking several centres per step
+(batches of ``D^2`` samples, or of greedy picks, growing with the centres chosen) ended 14% to
+290% above it at k = 100 and 300 on the bench's 1-D data, and plain (non-greedy) k-means++ 19%
+to 37% above.
+All three reach scikit-learn's inertia (``KMeans(n_init=3)``) within about 1% on the bench's kink
+representations and the tests' data (``bench/kmeans_speed.py`` prints them against sklearn).
+What differs from sklearn is how the work is laid out:
 
 - the ``n_init`` restarts live in one ``(n_init, k, p)`` tensor, so each Lloyd E-step is one GEMM
   for all restarts, and nothing leaves the device;
 - on the CPU, when ``n < k p`` (kink representations: p = 2 d_in is large), the E-step's products
   x.c come from the Gram matrix X X^T (O(n^2) per iteration instead of O(n k p));
 - the random draws come from a CPU ``torch.Generator`` and are moved to the device, so one seed
-  gives the same seeding on CPU and CUDA; off the CPU the sums avoid atomics, so a seed gives the
-  same result on every run;
+  gives the same seeding on CPU and CUDA; off the CPU the sums avoid atomics (k-means||'s
+  candidate weights are summed on the host), so a seed gives the same result on every run;
 - off the CPU the stopping test (a device-to-host copy) runs every ``CHECK_EVERY`` iterations only.
 """
 
@@ -26,17 +62,21 @@ import numbers
 
 import torch
 
+from .seeding import (
+    CHECK_EVERY,
+    DEFAULT_INIT,
+    DIST_BLOCK_BYTES,
+    GRAM_MAX_ELEMENTS,
+    INIT_METHODS,
+    _cpu_paths,
+    _kmeans_parallel,
+    _kmeanspp,
+    _kmeanspp_batched,
+    _seed_wants_gram,
+)
+
+
 # The Gram matrix X X^T (seeding, CPU Lloyd) is used only while it has at most this many entries.
-GRAM_MAX_ELEMENTS = 4096 * 4096
-# One E-step block (rows, n_init * k) of distances is kept under this many bytes; larger blocks
-# gain nothing in GEMM speed and fall out of cache on CPUs.
-DIST_BLOCK_BYTES = 32 * 2**20
-# On accelerators the stopping test needs a device-to-host copy; it runs every this many Lloyd
-# iterations (a restart that converges in between is frozen on the device, so the result is the
-# same as checking every iteration). On the CPU the test costs nothing and runs every iteration.
-CHECK_EVERY = 8
-
-
 def weighted_kmeans_torch(
     X: torch.Tensor,
     weights: torch.Tensor,
@@ -45,7 +85,7 @@ def weighted_kmeans_torch(
     n_init: int = 3,
     max_iter: int = 300,
     tol: float = 1e-4,
-    init: torch.Tensor | None = None,
+    init: torch.Tensor | str | None = DEFAULT_INIT,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Weighted k-means (Lloyd) with greedy k-means++ seeding, batched over restarts.
 
@@ -64,11 +104,13 @@ def weighted_kmeans_torch(
         X: (n, p) points, finite, float32 or float64.
         weights: (n,) weights, finite, ``>= 0``, positive sum; cast to X's dtype and device.
         k: number of clusters, ``1 <= k <= n``. ``k == n`` returns each point as its own cluster.
-        seed: seeds the CPU ``torch.Generator`` that drives k-means++.
-        n_init: restarts from independent seedings (ignored when ``init`` is given).
+        seed: seeds the CPU ``torch.Generator`` that drives the seeding.
+        n_init: restarts from independent seedings (ignored when ``init`` is a tensor).
         max_iter: Lloyd iterations per restart, ``>= 1``.
         tol: relative tolerance on the centre shift, ``>= 0``.
-        init: (k, p) initial centres; skips seeding and runs once from them.
+        init: the seeding, ``"greedy-batched"`` (default; ``None`` means the same),
+            ``"k-means||"`` or ``"k-means++"`` (see the module docstring); or (k, p) initial
+            centres, which skip seeding and run once from them.
 
     Returns:
         labels (n,) long on X's device, centres (k, p) in X's dtype, inertia (float).
@@ -78,6 +120,7 @@ def weighted_kmeans_torch(
     Raises:
         ValueError: on a bad shape, dtype, bound, or a non-finite / negative value.
     """
+    init = DEFAULT_INIT if init is None else init
     n, p = _check_args(X, weights, k, n_init, max_iter, tol, init)
     k = int(k)  # numpy integers are fine
     X = X.detach()
@@ -88,18 +131,20 @@ def weighted_kmeans_torch(
     mean = X.mean(dim=0)
     Xc = X - mean
     tol_abs = float(Xc.var(dim=0, unbiased=False).mean()) * tol if tol > 0 else 0.0
-    R = 1 if init is not None else n_init
-    # The Gram matrix pays off in seeding when n <= R * trials * k, and in Lloyd's E-step when
-    # n < k p; Lloyd uses it on CPU only (on GPUs the GEMM is cheap, and index_add_ would make the
-    # result vary from run to run).
-    seed_gram = init is None and n <= R * (2 + int(math.log(k))) * k
+    given = isinstance(init, torch.Tensor)
+    R = 1 if given else n_init
+    # The Gram matrix pays off in Lloyd's E-step when n < k p; Lloyd uses it on CPU only (on GPUs
+    # the GEMM is cheap, and index_add_ would make the result vary from run to run).
+    seed_gram = not given and _seed_wants_gram(n, k, R, init)
     lloyd_gram = _cpu_paths(X.device) and n < k * p
     gram = Xc @ Xc.T if (seed_gram or lloyd_gram) and n * n <= GRAM_MAX_ELEMENTS else None  # (n, n)
-    if init is not None:
+    if given:
         C0 = (init.to(device=X.device, dtype=X.dtype) - mean)[None]  # (1, k, p)
         dots = None if gram is None or not lloyd_gram else (Xc @ C0[0].T)[:, None, :]  # (n, 1, k)
     else:
-        C0, idx = _kmeanspp(Xc, w, k, n_init, seed, gram if seed_gram else None)  # (R, k, p), (R, k)
+        # The new seedings read the Gram matrix whenever it exists; k-means++ keeps its old rule.
+        sg = gram if seed_gram or init != "k-means++" else None
+        C0, idx = _seed(Xc, w, k, R, seed, init, sg)  # (R, k, p), (R, k)
         dots = None if gram is None or not lloyd_gram else gram.index_select(1, idx.flatten()).view(n, R, k)
     labels, C, inertia = _lloyd(Xc, w, C0, max_iter, tol_abs, gram if dots is not None else None, dots)
     # Lowest inertia; ties keep the earliest restart, like sklearn.
@@ -109,11 +154,29 @@ def weighted_kmeans_torch(
     return labels, C + mean, float(inertia)
 
 
-def _cpu_paths(device: torch.device) -> bool:
-    """Whether to take the CPU code paths: index_add_ sums, the Gram E-step, a stopping test every
-    iteration. Elsewhere the paths avoid atomics (deterministic) and host syncs; tests run those
-    paths on the CPU too by patching this function."""
-    return device.type == "cpu"
+def seed_centres(
+    X: torch.Tensor, weights: torch.Tensor, k: int, seed: int = 0, n_init: int = 3, init: str = DEFAULT_INIT
+) -> torch.Tensor:
+    """The seeding step of :func:`weighted_kmeans_torch` alone: initial centres (n_init, k, p).
+
+    The centres that :func:`weighted_kmeans_torch` starts Lloyd from for the same arguments, up to
+    rounding (the full call may read distances from a Gram matrix it builds for Lloyd). Each
+    centre is a row of ``X``. For benches and tests.
+    """
+    n, _ = _check_args(X, weights, k, n_init, 1, 0.0, init)
+    X = X.detach()
+    w = weights.detach().to(device=X.device, dtype=X.dtype)
+    mean = X.mean(dim=0)
+    Xc = X - mean
+    gram = Xc @ Xc.T if _seed_wants_gram(n, int(k), n_init, init) and n * n <= GRAM_MAX_ELEMENTS else None
+    idx = _seed(Xc, w, int(k), n_init, seed, init, gram)[1]  # (n_init, k)
+    return X.index_select(0, idx.flatten()).view(n_init, int(k), -1)
+
+
+def _seed(X, w, k: int, R: int, seed: int, init: str, gram=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres (R, k, p) and their row indices (R, k) from the seeding ``init``."""
+    fn = {"greedy-batched": _kmeanspp_batched, "k-means||": _kmeans_parallel, "k-means++": _kmeanspp}[init]
+    return fn(X, w, k, R, seed, gram)
 
 
 # --------------------------------------------------------------------------- checks
@@ -141,7 +204,12 @@ def _check_args(X, weights, k, n_init, max_iter, tol, init) -> tuple[int, int]:
         raise ValueError("weights must be >= 0 (found a negative weight)")
     if not bool((weights > 0).any()):
         raise ValueError("weights must have a positive sum (all weights are 0)")
-    if init is not None:
+    if isinstance(init, str):
+        if init not in INIT_METHODS:
+            raise ValueError(f"init must be one of {', '.join(INIT_METHODS)} or a (k, p) tensor, got {init!r}")
+    elif not isinstance(init, torch.Tensor):
+        raise ValueError(f"init must be one of {', '.join(INIT_METHODS)} or a (k, p) tensor, got {init!r}")
+    else:
         if init.shape != (k, p):
             raise ValueError(f"init must have shape ({k}, {p}), got {tuple(init.shape)}")
         if not bool(torch.isfinite(init).all()):
@@ -151,47 +219,6 @@ def _check_args(X, weights, k, n_init, max_iter, tol, init) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- seeding
 
-
-def _kmeanspp(X, w, k: int, R: int, seed: int, gram=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy weighted k-means++ for R restarts at once; returns centres (R, k, p), indices (R, k).
-
-    Each step draws ``2 + int(log k)`` candidates with probability proportional to
-    ``w_i * D(x_i)^2`` and keeps the one that most lowers the weighted potential (sklearn's
-    ``_kmeans_plusplus``); the first centre is drawn with probability proportional to ``w_i``.
-    Candidate distances come from rows of ``gram`` (n, n) = X X^T when given, else from a GEMM.
-    """
-    n = X.shape[0]
-    T = 2 + int(math.log(k))
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    # All draws up front: (R,) for the first centre, (R, k-1, T) for the candidates.
-    u_first = torch.rand(R, generator=gen, dtype=torch.float64).to(X.device, X.dtype)
-    u_cand = torch.rand(R, max(k - 1, 0), T, generator=gen, dtype=torch.float64).to(X.device, X.dtype)
-
-    sq = (X * X).sum(dim=1)  # (n,)
-    XT = X.T.contiguous()  # (p, n): MKL is slow on a transposed operand with few columns
-    def dist_to(idx: torch.Tensor) -> torch.Tensor:  # idx (m,) -> (m, n) squared distances
-        dots = gram.index_select(0, idx) if gram is not None else X.index_select(0, idx) @ XT
-        return (sq.index_select(0, idx)[:, None] - 2 * dots + sq[None, :]).clamp_min_(0)
-
-    cw = torch.cumsum(w, dim=0)
-    # side right, like numpy's choice: a draw never lands on a weight-0 point.
-    first = torch.searchsorted(cw, (u_first * cw[-1]).unsqueeze(1), right=True).squeeze(1).clamp_max_(n - 1)  # (R,)
-    idx = torch.empty(R, k, dtype=torch.long, device=X.device)
-    idx[:, 0] = first
-    closest = dist_to(first)  # (R, n)
-    # Products with the weight vector as multiply-and-sum: BLAS gemv is far slower at these sizes.
-    pot = (closest * w).sum(dim=1)  # (R,)
-    for c in range(1, k):
-        # Rounding can push the cumulative sum past the draw; clamp like sklearn.
-        cum = torch.cumsum(closest * w, dim=1)  # (R, n)
-        cand = torch.searchsorted(cum, u_cand[:, c - 1] * pot[:, None]).clamp_max_(n - 1)  # (R, T)
-        d = torch.minimum(dist_to(cand.reshape(-1)).view(R, T, n), closest[:, None, :])  # (R, T, n)
-        cand_pot = (d * w).sum(dim=2)  # (R, T)
-        j = torch.argmin(cand_pot, dim=1, keepdim=True)  # (R, 1)
-        pot = cand_pot.gather(1, j).squeeze(1)
-        closest = d.gather(1, j[..., None].expand(R, 1, n)).squeeze(1)
-        idx[:, c] = cand.gather(1, j).squeeze(1)
-    return X.index_select(0, idx.flatten()).view(R, k, -1), idx
 
 
 # --------------------------------------------------------------------------- Lloyd
