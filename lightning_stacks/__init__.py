@@ -5,12 +5,13 @@ from .config import Config, ConfigError, load_config
 from .model import DeepStackNetwork, Stack
 from .schedule import Schedule
 
-__all__ = ["Config", "ConfigError", "DeepStackNetwork", "ReductionCallback", "Schedule", "Stack", "StackModule",
+__all__ = ["Config", "ConfigError", "DeepStackNetwork", "L2Schedule", "ReductionCallback", "Schedule", "Stack", "StackModule",
            "export_model", "load_config", "load_reduced_checkpoint", "reduce_block", "reduce_network"]
 
 _LAZY = {  # these pull in Lightning / scikit-learn: imported only when asked for
     "StackModule": ("module", "StackModule"),
     "ReductionCallback": ("callbacks", "ReductionCallback"),
+    "L2Schedule": ("l2_schedule", "L2Schedule"),
     "load_reduced_checkpoint": ("checkpoint", "load_reduced_checkpoint"),
     "reduce_network": ("reduction.pipeline", "reduce_network"),
     "reduce_block": ("block_reduction", "reduce_block"),

@@ -37,6 +37,24 @@ from .targets import check_paths, put_block, resolve_targets
 CLI_ONLY = ("output", "after_training")  # reduce.py / train.py keys, not reduction settings
 
 
+def check_keywords(settings: dict) -> None:
+    """Refuse keywords the callback does not take, listing exactly the ones it does."""
+    import dataclasses
+    import inspect
+
+    from .config import ReduceConfig
+
+    bad = [k for k in CLI_ONLY if k in settings]
+    if bad:
+        raise ConfigError(f"ReductionCallback does not take {bad}: those are reduce.py / train.py options")
+    reduce_keys = [f.name for f in dataclasses.fields(ReduceConfig) if f.name not in CLI_ONLY]
+    unknown = sorted(k for k in settings if k not in reduce_keys)
+    if unknown:
+        own = [p for p in inspect.signature(ReductionCallback.__init__).parameters if p not in ("self", "settings")]
+        raise ConfigError(f"ReductionCallback got unknown keyword(s) {unknown}; it takes {', '.join(own)} and the reduction "
+                          f"settings {', '.join(reduce_keys)}")
+
+
 def check_when(at_epochs, every_n_epochs, at_end, task) -> list[int]:
     """Refuse bad scheduling arguments (ConfigError naming the argument); ``at_epochs`` as a list."""
     at_epochs = list(at_epochs or [])
@@ -168,9 +186,8 @@ class ReductionCallback(pl.Callback):
                  task: str | None = None, forward: Callable | None = None, targets: Callable | None = None,
                  report_path: str | Path | None = "auto", verbose: bool = True, round_index: int | None = None,
                  **settings: Any):
-        bad = [k for k in CLI_ONLY if k in settings]
-        if bad:
-            raise ConfigError(f"ReductionCallback does not take {bad}: those are reduce.py / train.py options")
+        check_keywords(settings)
+        self.reference_auto = "reference" not in settings  # a user's callback: the validation data when the fit has some
         self.config = reduce_config({"max_drop": max_drop, **settings}, source="ReductionCallback")
         at_epochs = check_when(at_epochs, every_n_epochs, at_end, task)
         self.paths = check_paths(modules, attribute)
@@ -183,6 +200,7 @@ class ReductionCallback(pl.Callback):
         self.reports: list[dict] = []
         self.logged_steps = 0  # logger steps this callback added for its reduction rows
         self._widths: dict[str, list[int]] = {}
+        self._task: str | None = task
         self._sliced: dict[str, dict] = {}  # the last reduction's optimizer state, by block and parameter
 
     @classmethod
@@ -220,10 +238,16 @@ class ReductionCallback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        from .fit_checks import decide_task
+
         blocks = resolve_targets(pl_module, self.paths)
         self.paths = [b.name for b in blocks]
         check_fit(self, trainer, blocks)
-        self._widths = {b.name: b.network().widths for b in blocks}
+        nets = [b.network() for b in blocks]
+        self._widths = {b.name: net.widths for b, net in zip(blocks, nets, strict=True)}
+        self._task, how = decide_task(self.task, pl_module, trainer, self.forward, self.targets, nets[-1].output_dim)
+        if how.startswith("inferred") and self.verbose and trainer.is_global_zero:
+            print(f"[reduce] task: {self._task} ({how}; give task= to set it)", flush=True)
         watch_checkpoint_loading(pl_module)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
@@ -262,6 +286,14 @@ class ReductionCallback(pl.Callback):
                 if self.verbose and trainer.is_global_zero:
                     print(f"[reduce] {path} re-saved with the reduced model", flush=True)
 
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A fit that trained no epoch (``max_epochs=0``) calls no ``on_train_end``: reduce the model
+        as it was loaded, and say so."""
+        if self.enabled and self.at_end and not self.done_end:
+            if self.verbose and trainer.is_global_zero:
+                print(f"[reduce] the fit trained no epoch (max_epochs={trainer.max_epochs}): reducing the model as loaded", flush=True)
+            self.run(trainer, pl_module)
+
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
         """The end-of-fit reduction, now (idempotent; the rounds driver calls it after a fit that
         ran no epoch, where Lightning calls no ``on_train_end``). Returns whether it reduced."""
@@ -280,6 +312,7 @@ class ReductionCallback(pl.Callback):
     def _compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         """Rank 0: reduce every target on the fit's data; the payload every rank installs."""
         from .block_reduction import reduce_blocks
+        from .fit_checks import budget_split
         from .loaders import split_sources
         from .reduction.job import print_step, resolve_device, settings_from_config
 
@@ -288,9 +321,12 @@ class ReductionCallback(pl.Callback):
             if "train" not in sources:
                 raise ReductionError("the fit has no training data to reduce on")
             device = None if self.config.device == "auto" else resolve_device(self.config.device)
-            task = self.task or infer_task(pl_module, sources["train"], self.targets)
-            settings = settings_from_config(self.config, self._history(pl_module))
-            results = reduce_blocks(pl_module, self.paths, sources, settings, task, reference=self.config.reference,
+            task = self._task or infer_task(pl_module, sources["train"], self.targets)
+            reference, why = budget_split(None if self.reference_auto else self.config.reference, sources)
+            if why and self.verbose and not self.reports:
+                print(f"[reduce] {why}", flush=True)
+            settings = settings_from_config(self.config, self._history(pl_module), reference=reference)
+            results = reduce_blocks(pl_module, self.paths, sources, settings, task, reference=reference,
                                     reference_size=self.config.reference_size, device=device, forward=self.forward,
                                     targets=self.targets, log=print_step if self.verbose else None)
         except (LightningStacksError, ValueError) as err:  # every rank must leave the broadcast

@@ -21,14 +21,43 @@ def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 8192) -> torch.Te
     return torch.cat(outs) if outs else torch.empty(0, net.output_dim, device=device)
 
 
+def is_probability_rows(y: torch.Tensor, width: int | None = None) -> bool:
+    """Whether ``y`` (B, C) holds one-hot or class-probability rows: float, C > 1 columns (``width``
+    when given), every entry >= 0 and every row summing to 1."""
+    if not y.is_floating_point() or y.dim() != 2 or y.shape[1] < 2 or (width is not None and y.shape[1] != width):
+        return False
+    return bool((y >= 0).all()) and bool(torch.allclose(y.sum(1), torch.ones((), dtype=y.dtype, device=y.device), atol=1e-4))
+
+
+def infer_task(y: torch.Tensor, width: int) -> tuple[str | None, str]:
+    """The task labels ``y`` mean for outputs of ``width`` columns, or None when they do not say:
+    integer labels mean classification, float targets of the output width regression, and float
+    rows that are one-hot or probabilities could be either. Returns (task or None, the reason)."""
+    shape = tuple(y.shape)
+    if not y.is_floating_point() and y.dtype != torch.bool and not y.is_complex():
+        if y.dim() == 1 or (y.dim() == 2 and y.shape[1] == 1):
+            return "classification", "integer class labels"
+        return None, f"integer labels of shape {shape}"
+    if y.is_floating_point():
+        if is_probability_rows(y, width):
+            return None, f"float targets of shape {shape} whose rows are >= 0 and sum to 1 (one-hot or class probabilities)"
+        if (y.dim() == 2 and y.shape[1] == width) or (y.dim() == 1 and width == 1):
+            return "regression", f"float targets of the output width ({width})"
+        return None, f"float labels of shape {shape} for outputs of width {width}"
+    return None, f"{y.dtype} labels of shape {shape}"
+
+
 def targets_for(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-    """``y`` checked against the outputs ``out`` (B, d_J): class indices (B,) for classification,
-    (B, d_J) for regression, where a (B,) target of a one-output network becomes (B, 1) (left
-    as it is, ``out - y`` would broadcast to (B, B) and give a silently wrong loss)."""
+    """``y`` checked against the outputs ``out`` (B, d_J): class indices (B,) for classification
+    (one-hot or probability rows (B, d_J) become their argmax), (B, d_J) for regression, where a
+    (B,) target of a one-output network becomes (B, 1) (left as it is, ``out - y`` would broadcast
+    to (B, B) and give a silently wrong loss)."""
     if task == "classification":
+        if is_probability_rows(y, out.shape[1] if out.dim() == 2 else None) and y.shape[0] == out.shape[0]:
+            return y.argmax(1)
         if y.dim() != 1 or y.shape[0] != out.shape[0] or torch.is_floating_point(y):
-            raise TargetError(f"classification labels must be integer class indices of shape ({out.shape[0]},), "
-                             f"got {y.dtype} of shape {tuple(y.shape)}")
+            raise TargetError(f"classification labels must be integer class indices of shape ({out.shape[0]},) or one-hot / "
+                              f"probability rows ({out.shape[0]}, {out.shape[-1]}), got {y.dtype} of shape {tuple(y.shape)}")
         return y
     if y.dim() == 1 and out.dim() == 2 and out.shape[1] == 1 and y.shape[0] == out.shape[0]:
         return y[:, None]

@@ -4,6 +4,7 @@ user's own form, and the shapes a checkpoint needs to rebuild it."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..model import DeepStackNetwork
@@ -19,6 +20,20 @@ def set_child(root: nn.Module, path: str, module: nn.Module) -> None:
         parent[int(name)] = module
     else:
         setattr(parent, name, module)
+
+
+def bare_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """An ``nn.Linear`` holding ``weight`` (out, in) and ``bias`` (out,) or none, built without
+    a random initialisation (a layer of width 0 has nothing to draw, and PyTorch warns)."""
+    lin = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(lin)
+    lin.in_features, lin.out_features = weight.shape[1], weight.shape[0]
+    lin.weight = nn.Parameter(weight)
+    if bias is None:
+        lin.register_parameter("bias", None)
+    else:
+        lin.bias = nn.Parameter(bias)
+    return lin
 
 
 class BlockError(ReductionError):

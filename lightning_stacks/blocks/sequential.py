@@ -26,7 +26,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from ..model import DeepStackNetwork
 from ..reduction.core import StackWeights
 from ..reduction.stacks import build_network, stack_weights
-from .base import Block, BlockError, set_child
+from .base import Block, BlockError, bare_linear, set_child
 
 Affine = tuple[torch.Tensor, torch.Tensor]  # (weight (out, in), bias (out,)), float64
 
@@ -210,10 +210,8 @@ class SequentialBlock(Block):
     def write_back(self, net: DeepStackNetwork) -> nn.Module:
         new = copy.deepcopy(self.module)
         for lin, w, b in self.linears(stack_weights(net)):
-            layer = nn.Linear(w.shape[1], w.shape[0], bias=self._keeps_bias(lin, b), device="meta")
-            layer.weight = nn.Parameter(w.to(self.device, self.dtype).contiguous())
-            if layer.bias is not None:
-                layer.bias = nn.Parameter(b.to(self.device, self.dtype).contiguous())
+            layer = bare_linear(w.to(self.device, self.dtype).contiguous(),
+                                b.to(self.device, self.dtype).contiguous() if self._keeps_bias(lin, b) else None)
             set_child(new, lin.path, layer)
         for path in self.bns:
             set_child(new, path, nn.Identity())
@@ -277,8 +275,9 @@ def _make(spec: dict) -> nn.Module:
         for name, child in spec["children"]:
             seq.add_module(name, _make(child))
         return seq
-    if kind == "Linear":
-        return nn.Linear(int(spec["in"]), int(spec["out"]), bias=bool(spec["bias"]))
+    if kind == "Linear":  # no random init: the weights are loaded next (and a width of 0 has none to draw)
+        d_in, d_out = int(spec["in"]), int(spec["out"])
+        return bare_linear(torch.zeros(d_out, d_in), torch.zeros(d_out) if spec["bias"] else None)
     if kind == "ReLU":
         return nn.ReLU(inplace=bool(spec["inplace"]))
     if kind in DROPOUTS:

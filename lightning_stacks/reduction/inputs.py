@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..batches import Source, iter_inputs
+from ..evaluation import is_probability_rows
 from .settings import ReductionError
 
 
@@ -41,22 +42,25 @@ def check_inputs(x, width: int, name: str) -> None:
         raise ReductionError(f"{name} holds NaN or infinite values; remove or fix those rows")
 
 
-def check_labels(y, task: str, outputs: int) -> torch.Tensor:
-    """Reference labels: class indices in [0, outputs) of shape (N,), or finite regression
-    targets of shape (N, outputs) ((N,) for one output)."""
+def check_labels(y, task: str, outputs: int | None) -> torch.Tensor:
+    """Reference labels: class indices in [0, outputs) of shape (N,) (one-hot or probability rows
+    become their argmax), or finite regression targets of shape (N, outputs) ((N,) for one
+    output); ``outputs`` None: the labels are for a bigger model's outputs, widths unchecked."""
     if not isinstance(y, torch.Tensor):
         raise ReductionError(f"y_ref must be a tensor, got {type(y).__name__}")
     if task == "classification":
+        if is_probability_rows(y, outputs):
+            y = y.argmax(1)
         if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
             raise ReductionError(f"y_ref for classification must be integer class indices of shape (N,), got {y.dtype} of shape {tuple(y.shape)}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= outputs):
+        if y.numel() and (int(y.min()) < 0 or (outputs is not None and int(y.max()) >= outputs)):
             raise ReductionError(f"y_ref holds class indices in [{int(y.min())}, {int(y.max())}]; this network has {outputs} classes (0..{outputs - 1})")
         return y
     if not y.is_floating_point():
         y = y.to(torch.get_default_dtype())
-    if y.dim() == 1 and outputs == 1:
+    if y.dim() == 1 and outputs in (1, None):
         y = y[:, None]
-    if y.dim() != 2 or y.shape[1] != outputs:
+    if y.dim() != 2 or (outputs is not None and y.shape[1] != outputs):
         raise ReductionError(f"y_ref for regression must have shape (N, {outputs}) for this network, got {tuple(y.shape)}")
     if not bool(torch.isfinite(y).all()):
         raise ReductionError("y_ref holds NaN or infinite values; remove or fix those rows")

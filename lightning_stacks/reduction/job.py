@@ -26,11 +26,12 @@ def full_network_metric(history: list, reference: str, what: str) -> float:
     return float(first[reference])
 
 
-def settings_from_config(r, history: list | None = None) -> ReduceSettings:
-    """``ReduceConfig`` (+ the module's reduction history, for ``baseline=first``) -> settings."""
+def settings_from_config(r, history: list | None = None, reference: str | None = None) -> ReduceSettings:
+    """``ReduceConfig`` (+ the module's reduction history, for ``baseline=first``) -> settings;
+    ``reference``: the split the budget is measured on, when not ``r.reference``."""
     baseline = None
     if r.baseline == "first" and history:
-        baseline = full_network_metric(history, r.reference, "reduce.baseline=first")
+        baseline = full_network_metric(history, reference or r.reference, "reduce.baseline=first")
     shared = {f.name for f in fields(ReduceSettings)} - {"baseline", "domain"}
     values = {name: r[name] for name in shared}  # same names and meanings as ReduceConfig
     values["tolerances"] = [float(t) for t in values["tolerances"]]

@@ -30,6 +30,7 @@ from dataclasses import asdict
 import torch
 
 from ..batches import Source, is_streamed
+from ..evaluation import infer_task
 from ..model import DeepStackNetwork
 from . import steps
 from .inputs import as_tensors, check_inputs, check_labels
@@ -46,11 +47,20 @@ STEPS: list[Step] = [steps.zeroed, steps.refit_targets, steps.layers, steps.doma
 Evaluator = Callable[[DeepStackNetwork], dict[str, float]]
 
 
+def inferred_task(y: torch.Tensor, width: int) -> str:
+    """The task ``y`` says unambiguously (printed), else a ReductionError naming the fix."""
+    task, why = infer_task(y, width)
+    if task is None:
+        raise ReductionError(f"the labels do not say the task ({why}): give task='classification' or task='regression'")
+    print(f"[reduce] task: {task} (from {why}; give task= to set it)", flush=True)
+    return task
+
+
 def reduce_network(
     net: DeepStackNetwork,
     x_check: Source,
     settings: ReduceSettings,
-    task: str = "classification",
+    task: str | None = None,
     y_ref: torch.Tensor | None = None,
     x_ref: torch.Tensor | None = None,
     evaluate: Evaluator | None = None,
@@ -76,7 +86,11 @@ def reduce_network(
             tensor's sample is a ``randperm`` subset instead, so for ``sample > 0`` a tensor and
             its streamed copy check different subsets.
         settings: manual or automatic settings.
-        task: ``classification`` or ``regression`` (for automatic mode's metric).
+        task: ``classification`` or ``regression`` (automatic mode's metric; the report's labels).
+            None: read from ``y_ref`` when that is unambiguous (integer labels: classification; float
+            targets of the output width: regression), with one printed line saying so; one-hot or
+            probability rows are refused without it (with ``task="classification"`` they count by
+            their argmax). Manual mode without labels needs no task.
         x_ref, y_ref: reference set for automatic mode (default: the in-memory checked inputs
             with y_ref; for a streamed x_check whose batches carry labels, y_ref defaults to them).
         evaluate: optional ``net -> {"train": m, "test": m}`` called after every step (its time
@@ -91,8 +105,8 @@ def reduce_network(
     if not isinstance(net, DeepStackNetwork):
         raise ReductionError(f"net is a {type(net).__name__}; reduce_network takes a DeepStackNetwork (a StackModule's .net, "
                              "or DeepStackNetwork.from_sequential(your nn.Sequential))")
-    if task not in ("classification", "regression"):
-        raise ReductionError(f"task={task!r} is not one of: classification, regression")
+    if task not in ("classification", "regression", None):
+        raise ReductionError(f"task={task!r} is not one of: classification, regression (or None = read from y_ref)")
     settings = ReduceSettings.coerce(settings)
     settings.validate(net.widths)
     form = form or Form()
@@ -111,13 +125,19 @@ def reduce_network(
     if x_ref is not None:
         x_ref = as_tensors(x_ref, "x_ref")
         check_inputs(x_ref, net.input_dim, "x_ref")
+    labels_for = None if head is not None else net.output_dim  # a head maps to a bigger model's outputs
     if y_ref is not None:
-        y_ref = check_labels(as_tensors(y_ref, "y_ref"), task, net.output_dim)
+        y_ref = as_tensors(y_ref, "y_ref")
+        task = task or inferred_task(y_ref, labels_for or net.output_dim)
+        y_ref = check_labels(y_ref, task, labels_for)
     p = next(net.parameters())
     run = ReductionRun(settings, task, stack_weights(net), x_check, p.device, p.dtype, net.input_dim, streamed, form=form,
                        head=head)
     if settings.automatic:
         run.resolve_reference(x_ref, y_ref)
+        if task is None:  # a streamed source's own labels
+            run.task = task = inferred_task(run.y_ref, labels_for or net.output_dim)
+            run.y_ref = check_labels(run.y_ref, task, labels_for)
     report = ReductionReport(task=task, settings=asdict(settings))
     original = run.stacks
     # original outputs per block are kept for inputs already in memory (as big as the inputs'

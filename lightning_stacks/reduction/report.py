@@ -26,7 +26,7 @@ class StepRecord:
 
 @dataclass
 class ReductionReport:
-    task: str
+    task: str | None
     steps: list[StepRecord] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     evaluations: int = 0  # metric evaluations spent by the automatic search
@@ -39,7 +39,7 @@ class ReductionReport:
     def table(self) -> str:
         """The paper's table 1/2 layout, with a metric column per split that was evaluated
         (train, val, test order; none when ``reduce_network`` had no ``evaluate``)."""
-        metric = "acc" if self.task == "classification" else "MSE"
+        metric = {"classification": "acc", "regression": "MSE"}.get(self.task, "metric")
         J = len(self.steps[0].widths) if self.steps else 0
         seen = {k for s in self.steps for k in s.metrics}
         splits = [k for k in ("train", "val", "test") if k in seen] + sorted(seen - {"train", "val", "test"})
