@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
 
 from .data import TensorBatchLoader
 
@@ -29,7 +29,13 @@ def unsharded(loader: Any, batch_size: int = 4096) -> Any:
         ds = loader.dataset
         if isinstance(ds, IterableDataset) or isinstance(loader.sampler, SequentialSampler):
             return loader  # an iterable data set cannot be re-sampled; a sequential one is already whole
-        return DataLoader(ds, batch_size=loader.batch_size or batch_size, shuffle=False, num_workers=loader.num_workers,
+        if loader.batch_size is None:  # batches come from the sampler itself (e.g. a BatchSampler indexing a whole batch)
+            inner = getattr(loader.sampler, "batch_size", None)
+            if not isinstance(loader.sampler, BatchSampler) or inner is None:
+                return loader  # an unknown batch sampler: its own batches, in its own order
+            return DataLoader(ds, batch_size=None, sampler=BatchSampler(SequentialSampler(ds), inner, drop_last=False),
+                              num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+        return DataLoader(ds, batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
                           collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=False)
     return loader
 

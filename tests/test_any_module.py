@@ -175,3 +175,18 @@ def test_ddp_two_processes_reduce_a_sequential_identically(tmp_path):
     ranks = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
     assert ranks[0] == ranks[1], f"ranks differ: {ranks}"
     assert ranks[0][1] == "Linear,ReLU,Dropout,Linear,ReLU,Linear" and ranks[0][-1] == "2"
+
+
+def test_a_loader_of_whole_batches_from_a_batch_sampler_is_read_right(tmp_path):
+    """DataLoader(ds, batch_size=None, sampler=BatchSampler(...)): the reduction rebuilds it
+    sequentially with its own collate (no per-sample lists)."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    pl.seed_everything(6)
+    dm = Digits()
+    dm.setup()
+    ds = dm.train_set
+    loader = DataLoader(ds, batch_size=None, sampler=BatchSampler(RandomSampler(ds), 64, drop_last=False))
+    cb = ReductionCallback(max_drop=0.02, verbose=False, report_path=None)
+    trainer(tmp_path, [cb], 2, enable_checkpointing=False).fit(SeqClassifier(), loader)
+    assert cb.report["steps"][0]["metrics"]["train"] > 0.5
