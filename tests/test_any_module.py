@@ -188,5 +188,6 @@ def test_a_loader_of_whole_batches_from_a_batch_sampler_is_read_right(tmp_path):
     ds = dm.train_set
     loader = DataLoader(ds, batch_size=None, sampler=BatchSampler(RandomSampler(ds), 64, drop_last=False))
     cb = ReductionCallback(max_drop=0.02, verbose=False, report_path=None)
-    trainer(tmp_path, [cb], 2, enable_checkpointing=False).fit(SeqClassifier(), loader)
-    assert cb.report["steps"][0]["metrics"]["train"] > 0.5
+    val = DataLoader(dm.val_set, batch_size=None, sampler=BatchSampler(RandomSampler(dm.val_set), 64, drop_last=False))
+    trainer(tmp_path, [cb], 2, enable_checkpointing=False).fit(SeqClassifier(), loader, val)
+    assert cb.report["steps"][0]["metrics"]["train"] > 0.5 and "val" in cb.report["steps"][0]["metrics"]
