@@ -6,9 +6,12 @@
     python train.py configs/debug.yaml logger.kind=csv trainer.max_epochs=2
     python train.py configs/mnist.yaml trainer.accelerator=cpu trainer.devices=2 trainer.strategy=ddp
     python train.py configs/sine_table1.yaml          # train, then reduce (the paper's table 1)
+    python train.py continue=runs/w1 data.path=week2.csv out_dir=runs/w2   # fine-tune + reduce on new data
 
 Arguments: an optional YAML file, then ``key=value`` overrides of any config key
-(see ``docs/CONFIG.md``); ``--quiet``: no progress bar or per-step lines. The job ends with the
+(see ``docs/CONFIG.md``; ``key+=[...]`` appends to a list, e.g. ``'rounds+=[{epochs: 10}]'``);
+``continue=<job folder or checkpoint>`` (after the YAML file, if any) starts from that job's final
+network and config (its last round; see ``docs/RETRAIN.md``); ``--quiet``: no progress bar or per-step lines. The job ends with the
 table of every reduction and a summary line; the last line printed is ``val_mse=<x>`` or
 ``val_acc=<x>`` (``train_...`` when the data has no validation split).
 """
@@ -19,7 +22,7 @@ import sys
 import time
 
 from lightning_stacks.cli import split_args
-from lightning_stacks.config import load_config
+from lightning_stacks.config import ConfigError, load_config
 from lightning_stacks.errors import LightningStacksError, one_line
 
 
@@ -29,7 +32,16 @@ def main(argv: list[str]) -> int:
     argv = [a for a in argv if a != "--quiet"] + (["logger.quiet=true"] if quiet else [])
     try:
         path, overrides = split_args(argv)
-        cfg = load_config(path, overrides)
+        previous = [o.partition("=")[2] for o in overrides if o.startswith("continue=")]
+        if len(previous) > 1:
+            raise ConfigError(f"continue= is given {len(previous)} times; give the one job to continue")
+        if previous:
+            quiet_lightning()  # reading the previous job's checkpoint imports Lightning
+            from lightning_stacks.lineage import continue_config
+
+            cfg = continue_config(previous[-1], path, [o for o in overrides if not o.startswith("continue=")])
+        else:
+            cfg = load_config(path, overrides)
         quiet_lightning()  # after the argument checks: it imports Lightning
         from lightning_stacks.rundir import check_out_dir, is_launch_rank_zero, out_dir_lock
 

@@ -45,7 +45,7 @@ from omegaconf import OmegaConf
 
 from lightning_stacks.checkpoint import save_module
 from lightning_stacks.config import ConfigError, load_config, to_container
-from lightning_stacks.data import build_datamodule
+from lightning_stacks.data import build_datamodule, describe_data
 from lightning_stacks.evaluation import predict
 from lightning_stacks.methods.magnitude_pruning import (
     max_compression,
@@ -80,6 +80,9 @@ class Bench:
         if not self.recipe.rounds:
             raise SystemExit(f"{args.recipe} has no rounds: the recipe must be a retrain-reduce job")
         dm = build_datamodule(self.recipe.data)
+        if describe_data(dm).get("x_mean") is not None:  # bare networks are evaluated on these rows, for every seed
+            raise SystemExit(f"{args.recipe}: compare_mnist evaluates networks on fixed splits of unscaled inputs (mnist, "
+                             "digits); a standardized file data set's splits and input layer change with the seed")
         self.train, self.test = dm.split("train"), dm.split("test")
 
     # --- jobs -------------------------------------------------------------------------------

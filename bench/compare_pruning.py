@@ -43,13 +43,13 @@ def main() -> None:
     dm = build_datamodule(cfg.data)
     (x, y), (xt, yt) = dm.split("train"), dm.split("test")
     factor = nonzero_parameters(full.net) / nonzero_parameters(red.net)
-    rows = {"full": full.net, "reduced": red.net}
+    rows = {"full": (full.net, full), "reduced": (red.net, red)}  # each network with the module whose input layer feeds it
     for scope in ("global", "layer"):
-        rows[f"pruned_{scope}"], _ = prune_to_compression(full.net, factor, scope)
+        rows[f"pruned_{scope}"] = (prune_to_compression(full.net, factor, scope)[0], full)
     out = {"compression_factor": factor, "widths_reduced": red.net.widths, "methods": {}}
     print(f"compression factor (nonzero params full / reduced) = {factor:.2f}; reduced widths {red.net.widths}")
-    for name, net in rows.items():
-        tr, te = errors(net, x, y), errors(net, xt, yt)
+    for name, (net, owner) in rows.items():
+        tr, te = errors(net, owner.network_inputs(x), y), errors(net, owner.network_inputs(xt), yt)
         nz = nonzero_parameters(net)
         out["methods"][name] = {"nonzero_params": nz, "train_errors": tr, "test_errors": te,
                                 "train_acc": 1 - tr / len(y), "test_acc": 1 - te / len(yt)}

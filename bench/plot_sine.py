@@ -27,7 +27,7 @@ def main() -> None:
     for name, path in (("full", args.full), ("reduced", args.reduced)):
         module = load_module(path)
         x, _ = build_datamodule(module.cfg.data, seed=module.cfg.seed).split("train")
-        out = plot_stacks(module.net, x, Path(args.out) / f"sine_{name}.png",
+        out = plot_stacks(module.net, module.network_inputs(x), Path(args.out) / f"sine_{name}.png",
                           title=f"{name}: neurons per stack {module.net.widths}")
         print(f"wrote {out}")
 

@@ -97,6 +97,10 @@ def reduce_one(model: nn.Module, path: str, sources: dict, settings: ReduceSetti
     form = Form(allow_skip=block.allow_skip, count=block.count,
                 full_params=int(sum(p.numel() for p in block.module.parameters())))
     if is_whole_model(model, path, sources, forward):
+        if callable(getattr(model, "network_inputs", None)):  # a module whose input layer feeds the network (raw rows)
+            from .reduction.job import network_source
+
+            sources = {k: network_source(model, v) for k, v in sources.items()}
         reduced, report = reduce_on_sources(net, task, settings, sources, reference, reference_size, device, log=log, form=form)
     else:
         reduced, report = _reduce_inside(model, path, net, sources, settings, task, reference, reference_size, forward, targets,

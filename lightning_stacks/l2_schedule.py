@@ -14,6 +14,7 @@ them inside the fit changes nothing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,28 +53,36 @@ class L2Schedule(pl.Callback):
     """l2 on the reducible blocks' weights, rising on the paper's schedule.
 
     Epochs ``0 .. warmup_epochs - 1`` train without it; then the coefficient rises geometrically
-    from ``l2_start`` to ``l2_end`` over the remaining epochs of the fit (the Trainer's
-    ``max_epochs``). With ``batch_sizes=(start, end)`` the DataModule's ``batch_size`` attribute
-    grows geometrically over the same epochs (the Trainer needs
-    ``reload_dataloaders_every_n_epochs=1``).
+    from ``l2_start`` to ``l2_end`` over ``ramp_epochs`` epochs (default: the rest of the fit, the
+    Trainer's ``max_epochs``), and stays at ``l2_after`` (default ``l2_end``) after them: a light
+    ``l2_after`` lets a network reduced at the end of the ramp recover its accuracy in the epochs
+    that follow. With ``batch_sizes=(start, end)`` the DataModule's ``batch_size`` attribute grows
+    geometrically over the ramp (the Trainer needs ``reload_dataloaders_every_n_epochs=1``).
 
     Args:
         l2_start, l2_end: coefficients per squared weight, added to the mean loss (> 0).
         warmup_epochs: epochs without l2 first (>= 0).
         modules: attribute paths of the blocks (default: every reducible block, as
             :class:`~lightning_stacks.callbacks.ReductionCallback` finds them).
+        ramp_epochs: epochs the rise takes after the warm-up (None = until the end of the fit).
+        l2_after: the coefficient after the ramp (None = ``l2_end``; 0 = none).
         affine_l2_mult: a Deep Stack Network's skip paths get this times the coefficient.
         batch_sizes: ``(start, end)`` batch sizes, or None to leave the batch size alone.
         verbose: print the coefficient at every epoch start.
     """
 
     def __init__(self, l2_start: float = 1e-5, l2_end: float = 1e-3, *, warmup_epochs: int = 0,
+                 ramp_epochs: int | None = None, l2_after: float | None = None,
                  modules: list[str] | str | None = None, affine_l2_mult: float = 1.0,
                  batch_sizes: tuple[int, int] | None = None, verbose: bool = False):
         l2_start, l2_end = _positive("l2_start", l2_start), _positive("l2_end", l2_end)
         affine_l2_mult = _positive("affine_l2_mult", affine_l2_mult)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
             raise ConfigError(f"L2Schedule: warmup_epochs must be a whole number >= 0, got {warmup_epochs!r}")
+        if ramp_epochs is not None and (isinstance(ramp_epochs, bool) or not isinstance(ramp_epochs, int) or ramp_epochs < 1):
+            raise ConfigError(f"L2Schedule: ramp_epochs must be a whole number >= 1 (or None), got {ramp_epochs!r}")
+        if l2_after is not None and l2_after != 0:
+            l2_after = _positive("l2_after", l2_after)
         if batch_sizes is not None:
             if not (isinstance(batch_sizes, (list, tuple)) and len(batch_sizes) == 2
                     and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batch_sizes)):
@@ -81,7 +90,8 @@ class L2Schedule(pl.Callback):
         self.paths = check_paths(modules, None)
         self.cfg = SimpleNamespace(warmup_epochs=warmup_epochs, l2_start=l2_start, l2_end=l2_end, affine_l2_mult=affine_l2_mult,
                                    lr_end_mult=1.0, batch_start=(batch_sizes or (1, 1))[0], batch_end=(batch_sizes or (1, 1))[1])
-        self.batch_sizes, self.verbose = batch_sizes, verbose
+        self.batch_sizes, self.verbose, self.ramp_epochs = batch_sizes, verbose, ramp_epochs
+        self.l2_after = l2_end if l2_after is None else float(l2_after)
         self.schedule: Schedule | None = None
         self.coef = self.affine_coef = 0.0
         self._params: dict[str, tuple] = {}  # path -> (block, weights, affine weights)
@@ -101,14 +111,18 @@ class L2Schedule(pl.Callback):
             if trainer.reload_dataloaders_every_n_epochs != 1:
                 raise ConfigError("L2Schedule(batch_sizes=...) needs pl.Trainer(reload_dataloaders_every_n_epochs=1) so that "
                                   "every epoch's loader takes its batch size")
-        self.schedule = Schedule(self.cfg, max(1, int(trainer.max_epochs or 1)))
+        total = max(1, int(trainer.max_epochs or 1))
+        self.schedule = Schedule(self.cfg, total if self.ramp_epochs is None else self.cfg.warmup_epochs + self.ramp_epochs)
 
     def at(self, epoch: int):
-        """The schedule's settings at ``epoch`` (l2, affine l2, batch size)."""
-        return self.schedule.at(epoch)
+        """The settings at ``epoch``: l2, affine l2, batch size (``l2_after`` past the ramp)."""
+        s = self.schedule.at(min(epoch, self.schedule.total_epochs - 1))
+        if epoch >= self.schedule.total_epochs:
+            s = replace(s, l2=self.l2_after, l2_affine=self.l2_after * self.cfg.affine_l2_mult)
+        return s
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        s = self.schedule.at(trainer.current_epoch)
+        s = self.at(trainer.current_epoch)
         self.coef, self.affine_coef = s.l2, s.l2_affine
         pl_module.log(L2_NAME, s.l2, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=True)
         if self.verbose and trainer.is_global_zero:
@@ -117,11 +131,11 @@ class L2Schedule(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.batch_sizes is not None:  # the next epoch's loader is built before its epoch starts
-            trainer.datamodule.batch_size = self.schedule.at(trainer.current_epoch + 1).batch_size
+            trainer.datamodule.batch_size = self.at(trainer.current_epoch + 1).batch_size
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.batch_sizes is not None:
-            trainer.datamodule.batch_size = self.schedule.at(trainer.current_epoch).batch_size
+            trainer.datamodule.batch_size = self.at(trainer.current_epoch).batch_size
 
     @torch.no_grad()
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:

@@ -8,8 +8,9 @@
 - optionally (``distill.weight`` > 0) a teacher term: the outputs of a frozen teacher network
   (the full network, when fine-tuning a reduced one) as soft targets.
 
-Checkpoints carry the architecture (all widths and skip kinds) and the reduction history, so
-``StackModule.load_from_checkpoint(path)`` rebuilds the right shapes with no other input.
+Checkpoints carry the architecture (all widths and skip kinds), the reduction history and the
+input layer (``self.inputs``: the standardization a CSV/NPZ fit used, as buffers), so
+``StackModule.load_from_checkpoint(path)(raw_rows)`` is right with no other input.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .config import ConfigError, from_container
 from .errors import LightningStacksError
 from .evaluation import targets_for
 from .model import DeepStackNetwork
+from .preprocess import has_statistics, input_layer
 from .schedule import Schedule
 
 ARCH_KEY = "architecture"
@@ -62,7 +64,9 @@ def _sum_of_squares(params: list[torch.Tensor]) -> torch.Tensor | float:
 
 
 class StackModule(pl.LightningModule):
-    """The paper's training of a :class:`DeepStackNetwork` held as ``self.net``.
+    """The paper's training of a :class:`DeepStackNetwork` held as ``self.net``, behind the input
+    layer ``self.inputs`` (the data's standardization, or the identity): ``module(raw_x)`` is
+    ``net(inputs(raw_x))``, and :meth:`network_inputs` gives what ``net`` itself takes.
 
     Args:
         config: the job's config as a plain dict (see :mod:`lightning_stacks.config`).
@@ -99,6 +103,9 @@ class StackModule(pl.LightningModule):
                     f"'{self.cfg.data.name}' needs {want[0]} -> {want[1]}"
                 )
         info.update(input_dim=self.net.input_dim, output_dim=self.net.output_dim)
+        self.inputs = input_layer(info)  # buffers in the state_dict: the checkpoint takes raw rows
+        if has_statistics(self.inputs) and self.inputs.input_dim != self.net.input_dim:
+            raise ValueError(f"data_info standardizes {self.inputs.input_dim} features, the network takes {self.net.input_dim}")
         self.data_info = info
         self.history: list = list(history or [])
         # logger=False: the job's config goes to the logger once, flat (loggers.build_logger),
@@ -168,7 +175,27 @@ class StackModule(pl.LightningModule):
         return cls(config, data_info=describe_data(datamodule))
 
     # ------------------------------------------------------------------ model and loss
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d_0) -> (B, d_J)
+    def network_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``self.net`` takes for raw rows x (B, d_0): the input layer applied (x itself when
+        the data is not standardized). The reduction and every evaluation of ``net`` use it."""
+        return self.inputs(x)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names (classification on data that names them), in output order."""
+        classes = self.data_info.get("classes")
+        return [str(c) for c in classes] if classes else None
+
+    @torch.no_grad()
+    def predict_classes(self, x: torch.Tensor) -> list[str]:
+        """Class names predicted for raw rows x (B, d_0) (class indices as text without names)."""
+        if self.task != "classification":
+            raise ValueError("predict_classes is for classification; call the module for regression outputs")
+        names_ = self.classes or [str(i) for i in range(self.net.output_dim)]
+        return [names_[i] for i in self(x).argmax(1).tolist()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d_0) raw rows -> (B, d_J)
+        x = self.inputs(x)
         compiled = self.__dict__.get("_compiled")
         if compiled is None:
             return self.net(x)
@@ -218,9 +245,15 @@ class StackModule(pl.LightningModule):
             return F.cross_entropy(out, y)
         return (out - y).pow(2).sum(1).mean()
 
-    def set_teacher(self, teacher: DeepStackNetwork | None) -> None:
-        """The frozen network that ``distill`` trains toward. It is kept out of the module's
-        submodules: not in checkpoints, not in the optimizer, not wrapped by DDP."""
+    def set_teacher(self, teacher) -> None:
+        """The frozen network that ``distill`` trains toward: a :class:`StackModule` (its own input
+        layer turns the raw rows into its network's inputs) or a :class:`DeepStackNetwork` (fed this
+        module's network inputs). It is kept out of the module's submodules: not in checkpoints,
+        not in the optimizer, not wrapped by DDP."""
+        teacher_inputs = None
+        if isinstance(teacher, StackModule):
+            teacher_inputs, teacher = teacher.inputs.eval(), teacher.net
+        object.__setattr__(self, "teacher_inputs", teacher_inputs)
         if teacher is not None:
             if (teacher.input_dim, teacher.output_dim) != (self.net.input_dim, self.net.output_dim):
                 raise ValueError(f"teacher maps {teacher.input_dim} -> {teacher.output_dim}, the network {self.net.input_dim} -> {self.net.output_dim}")
@@ -237,7 +270,7 @@ class StackModule(pl.LightningModule):
         if t.stacks[0].W.weight.device != x.device:
             t.to(x.device)
         with torch.no_grad():
-            target = t(x)
+            target = t(self.network_inputs(x) if self.teacher_inputs is None else self.teacher_inputs(x))
         if self.task == "classification":
             T = float(self.cfg.distill.temperature)
             return F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(target / T, 1), log_target=True, reduction="batchmean") * T * T
@@ -331,9 +364,12 @@ class StackModule(pl.LightningModule):
         epoch = self.current_epoch
         self.apply_schedule(epoch)
         s = self.schedule.at(epoch)
+        # Epoch-level values are reduced across ranks when the epoch ends; these are the same on
+        # every rank (the schedule's), so the mean is the value itself. Without sync_dist,
+        # Lightning cannot know that and warns once per key under DDP.
         self.log_dict(
             {names.TRAIN_LAMBDA: s.l2, names.TRAIN_LR: self.cfg.optim.lr * s.lr_mult, names.TRAIN_BATCH_SIZE: float(s.batch_size)},
-            on_step=False, on_epoch=True,
+            on_step=False, on_epoch=True, sync_dist=True,
         )
 
     # ------------------------------------------------------------------ steps
@@ -452,6 +488,15 @@ class StackModule(pl.LightningModule):
             self.hparams[ARCH_KEY] = arch
         if "history" in hp:
             self.history = list(hp["history"] or [])
+        fill_input_layer(self, checkpoint.get("state_dict"))
+
+
+def fill_input_layer(module: StackModule, state_dict: dict | None) -> None:
+    """A checkpoint written before modules held their input layer lacks its buffers: they are
+    the module's own, built from the same ``data_info`` statistics (filled in place)."""
+    if isinstance(state_dict, dict) and any(k.startswith("net.") for k in state_dict):
+        for name, value in module.inputs.state_dict().items():
+            state_dict.setdefault(f"inputs.{name}", value)
 
 
 def load_module(path: str | Path, config: dict | None = None):
@@ -468,6 +513,7 @@ def load_module(path: str | Path, config: dict | None = None):
             info = builtin_data_info(config["data"]["name"]) or info  # another built-in data set: check its widths
         module = StackModule(config if config is not None else hp["config"], architecture=hp["architecture"],
                              history=hp.get("history"), data_info=info)
+        fill_input_layer(module, ckpt["state_dict"])
         module.load_state_dict(ckpt["state_dict"], strict=True)
     except (RuntimeError, KeyError, TypeError, AttributeError) as err:  # a damaged or hand-made checkpoint
         raise CheckpointError(f"{path}: weights do not match the stored architecture ({err})") from None

@@ -24,11 +24,12 @@ from .evaluation import evaluate_source, metric_drop
 from .loggers import build_logger, log_summary, with_step_offset
 from .module import StackModule, load_module
 from .reduction.job import (
+    check_data,
     full_network_metric,
     module_sources,
     settings_from_config,
+    write_job_report,
 )
-from .reduction.report import write_reduction_report
 from .reduction.settings import ReductionError
 from .rundir import check_out_dir, is_launch_rank_zero
 from .training import (
@@ -74,6 +75,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
     if done >= 0:
         path = rounds_dir / f"round_{done}.ckpt"
         module = load_module(path, to_container(cfg))
+        check_data(module, dm, cfg)  # a rerun on another file: its columns, target and classes must fit
         step_offset = int(read_checkpoint(path).get("step_offset", 0))
         print(f"[rounds] resuming after round {done} from {path}: widths {module.net.widths}", flush=True)
     else:
@@ -138,7 +140,7 @@ def run_rounds(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Train
         save_module(module, final, extra={"round": len(cfg.rounds) - 1, "step_offset": step_offset})
     metrics = final_metrics(module, dm) if is_zero else {}
     if is_zero and module.history:
-        write_reduction_report(out / REPORT_NAME, module.history)
+        write_job_report(out / REPORT_NAME, module)
     if logger and is_zero:
         log_summary(logger, module, metrics, step=(trainer.global_step + 1) if trainer else 0)
         logger.finalize("success")

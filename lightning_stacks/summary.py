@@ -8,7 +8,10 @@ from pathlib import Path
 def job_summary(module, metrics: dict[str, float], out_dir: str | Path, seconds: float) -> list[str]:
     """Lines for the end of ``train.py``: the paper-style table of every reduction in the
     module's history, then neurons and the validation metric before -> after, the wall time and
-    where the checkpoint and report are. ``metrics`` are the final network's (``val_mse`` ...)."""
+    where the checkpoint and report are. ``metrics`` are the final network's (``val_mse`` ...).
+    A fit that started from a checkpoint compares instead the previous network and the new one
+    on this job's data (:func:`~lightning_stacks.lineage.comparison`): one data set per line."""
+    from .lineage import comparison
     from .reduction.report import report_table
 
     out = Path(out_dir)
@@ -18,7 +21,10 @@ def job_summary(module, metrics: dict[str, float], out_dir: str | Path, seconds:
     widths = module.net.widths
     after = sum(widths)
     val_key = next((k for k in metrics if k.startswith("val_")), None)
-    if module.history:
+    generation = comparison(module, metrics)
+    if generation is not None:
+        text = generation
+    elif module.history:
         full = module.history[0]["steps"][0]
         before = sum(full["widths"])
         shrink = f"{before / after:.1f}x fewer" if after else "all removed: the network is affine"

@@ -5,7 +5,6 @@ Kept separate from the CLI so tests and other drivers build exactly the same Tra
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -42,12 +41,13 @@ def parse_devices(devices: str):
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
-                  ckpt_dir: str | Path | None = None, desc: str = "train", steps_per_epoch: int | None = None,
+                  ckpt_dir: str | Path | None = None, desc: str = "train", steps_per_epoch=None,
                   **overrides) -> pl.Trainer:
     """A Trainer for ``cfg`` whose :class:`AtomicLastCheckpoint` writes ``last.ckpt`` every epoch
     into ``ckpt_dir`` (default ``out_dir/checkpoints``); ``overrides`` go to ``pl.Trainer``.
-    ``desc`` labels the progress bar; ``steps_per_epoch`` (the fewest batches an epoch will have)
-    caps ``log_every_n_steps`` so that short epochs still log."""
+    ``desc`` labels the progress bar; ``steps_per_epoch`` (the fewest batches an epoch will have
+    on each rank: a count, or a function of the Trainer's world size) caps ``log_every_n_steps``
+    so that short epochs still log."""
     from .checkpoint import AtomicLastCheckpoint
     from .progress import EpochProgressBar
 
@@ -59,12 +59,11 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
     bars = {"epochs": lambda: EpochProgressBar(desc), "rich": RichProgressBar, "tqdm": lambda: TQDMProgressBar(refresh_rate=20)}
     show_bar = t.enable_progress_bar and not cfg.logger.quiet
     cbs = [ckpt] + ([bars[t.progress_bar]()] if show_bar else []) + list(callbacks or [])
-    log_every = max(1, min(t.log_every_n_steps, steps_per_epoch)) if steps_per_epoch else t.log_every_n_steps
     logger = build_logger(cfg) if logger is None else logger
     kwargs = dict(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator, devices=devices, strategy=t.strategy,
-        num_nodes=t.num_nodes, precision=t.precision, log_every_n_steps=log_every,
+        num_nodes=t.num_nodes, precision=t.precision, log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=show_bar, gradient_clip_val=t.gradient_clip_val or None,
         deterministic=t.deterministic, check_val_every_n_epoch=t.check_val_every_n_epoch,
         reload_dataloaders_every_n_epochs=1,  # the batch size grows per epoch
@@ -73,11 +72,15 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
         logger=logger,
     )
     try:
-        return pl.Trainer(**{**kwargs, **overrides})
+        trainer = pl.Trainer(**{**kwargs, **overrides})
     except (MisconfigurationException, ValueError, TypeError) as err:  # Lightning's checks of the trainer.* values
         raise ConfigError(f"Lightning refused the trainer settings (accelerator={t.accelerator}, devices={t.devices}, "
                           f"strategy={t.strategy}, num_nodes={t.num_nodes}, precision={t.precision}): {one_line(err)}; "
                           "fix those trainer.* keys") from None
+    steps = steps_per_epoch(trainer.world_size) if callable(steps_per_epoch) else steps_per_epoch
+    if steps and "log_every_n_steps" not in overrides:  # each rank's epoch: the world size is known only now
+        trainer.log_every_n_steps = max(1, min(t.log_every_n_steps, steps))
+    return trainer
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -92,23 +95,22 @@ def loader_options(dm, cfg: DictConfig) -> dict:
     """Trainer options that depend on the data: the built-in DataModules shard their own loaders
     by rank and take their batch size from the schedule; a user's DataModule is sharded by
     Lightning (a DistributedSampler under DDP). ``log_every_n_steps`` is capped at the shortest
-    epoch's batch count."""
+    epoch's batch count on each rank (a function of the world size, which the Trainer knows)."""
     from .data import TensorDataModule
 
     return {"use_distributed_sampler": not isinstance(dm, TensorDataModule),
-            "steps_per_epoch": fewest_steps_per_epoch(dm, cfg)}
+            "steps_per_epoch": lambda world_size: fewest_steps_per_epoch(dm, cfg, world_size)}
 
 
-def fewest_steps_per_epoch(dm, cfg: DictConfig) -> int | None:
-    """Batches in the shortest epoch of a built-in DataModule (its largest batch size); None for
-    a user's DataModule, whose loader length is its own business."""
+def fewest_steps_per_epoch(dm, cfg: DictConfig, world_size: int = 1) -> int | None:
+    """Batches in the shortest epoch of a built-in DataModule on each of ``world_size`` ranks (its
+    largest batch size); None for a user's DataModule, whose loader length is its own business."""
     from .data import TensorDataModule
 
     if not isinstance(dm, TensorDataModule):
         return None
-    n = dm.split("train")[0].shape[0]
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    return max(1, -(-(n // world) // max(cfg.schedule.batch_start, cfg.schedule.batch_end)))
+    n = dm.split("train")[0].shape[0] // max(1, int(world_size))
+    return max(1, -(-n // max(cfg.schedule.batch_start, cfg.schedule.batch_end)))
 
 
 def fit(trainer: pl.Trainer, module, datamodule, ckpt_path: str | None = None) -> None:
@@ -146,19 +148,20 @@ def method_callbacks(cfg: DictConfig) -> list:
 
 
 def initial_module(cfg: DictConfig, dm=None) -> StackModule:
-    """The module a new job starts from: ``init_from``'s architecture and weights, or fresh, with
-    the input/output widths and task of the job's data (``dm``, built from ``cfg.data`` if None)."""
-    from .data import describe_data
-
-    if cfg.init_from:
-        return load_module(cfg.init_from, to_container(cfg))
-    from .data import data_summary
+    """The module a new job starts from, for the job's data (``dm``, built from ``cfg.data`` if
+    None): ``init_from``'s network, checked against the data and with its input scaling kept or
+    refitted (:func:`~lightning_stacks.lineage.start_generation`), or a fresh one with the data's
+    input/output widths, task and standardization."""
+    from .data import data_summary, describe_data
+    from .lineage import first_generation, start_generation
 
     dm = dm if dm is not None else build_datamodule(cfg.data, seed=cfg.seed)
     info = describe_data(dm)
     if is_launch_rank_zero():
         print(data_summary(info), flush=True)
-    return StackModule(to_container(cfg), data_info=info)
+    if cfg.init_from:
+        return start_generation(cfg, dm, info)
+    return StackModule(to_container(cfg), data_info=first_generation(info))
 
 
 def follow_schedule(dm, module: StackModule) -> None:
@@ -173,9 +176,10 @@ def follow_schedule(dm, module: StackModule) -> None:
 TEACHER_PREVIOUS = "previous"  # distill.teacher: the previous round's trained network
 
 
-def load_teacher(cfg: DictConfig, default: str | Path | None = None):
-    """The frozen network ``distill`` trains toward: ``distill.teacher``, else ``default`` (a
-    rounds job's full network, or for ``teacher: previous`` the previous round's network).
+def load_teacher(cfg: DictConfig, default: str | Path | None = None) -> StackModule:
+    """The frozen module ``distill`` trains toward (its input layer and network; give it to
+    ``StackModule.set_teacher``): ``distill.teacher``, else ``default`` (a rounds job's full
+    network, or for ``teacher: previous`` the previous round's network).
     Raises ConfigError if there is none or the file is missing."""
     if cfg.distill.teacher == TEACHER_PREVIOUS and not default:
         raise ConfigError("distill.teacher=previous (the previous round's network) is for a round of a rounds job; "
@@ -186,11 +190,12 @@ def load_teacher(cfg: DictConfig, default: str | Path | None = None):
                           "(only a rounds job has a default, its full network)")
     if not Path(path).is_file():
         raise ConfigError(f"distill teacher checkpoint '{path}' does not exist")
-    return load_module(path, to_container(cfg)).net
+    return load_module(path, to_container(cfg))
 
 
 def final_metrics(module: StackModule, dm) -> dict[str, float]:
-    """Metrics on train/val/test computed outside the Trainer (same code as the reduction uses)."""
+    """Metrics on train/val/test computed outside the Trainer (same code as the reduction uses):
+    ``module.net`` on the splits as its input layer gives them to it."""
     from .evaluation import evaluate_source
     from .reduction.job import module_sources
 

@@ -9,7 +9,11 @@ from torch import nn
 
 from lightning_stacks.blocks import BlockError, architecture, block_for, build, find_blocks
 from lightning_stacks.reduction import ReduceSettings, reduce_network, stack_weights
-from lightning_stacks.reduction.core import StackWeights, fold_always_active_plain, preactivation_range
+from lightning_stacks.reduction.core import (
+    StackWeights,
+    fold_always_active_plain,
+    preactivation_range,
+)
 from lightning_stacks.reduction.settings import Form
 
 

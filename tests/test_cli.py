@@ -1,5 +1,7 @@
 """train.py and reduce.py end to end, as a user runs them."""
 
+import re
+
 import pytest
 import torch
 from conftest import run_cli
@@ -68,8 +70,6 @@ def test_reduce_cli_writes_reduced_checkpoint(sine_run, tmp_path):
     (["reduce.tolerance=[1,1,1]"], "unknown config key 'reduce.tolerance'"),
 ])
 def test_reduce_cli_bad_arguments(sine_run, args, pattern):
-    import re
-
     out, _ = sine_run
     proc = run_cli("reduce.py", str(out / "final.ckpt"), *args)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -101,11 +101,14 @@ def test_missing_resume_checkpoint_is_named(tmp_path):
     assert proc.returncode == 2 and "ckpt_path 'last' does not exist" in proc.stderr
 
 
-def test_default_job_is_a_quiet_retrain_reduce_run(tmp_path):
-    """The no-argument job (shrunk here): train, reduce, fine-tune, reduce; the tables and the
-    summary line; no warning of any library on stdout or stderr."""
+@pytest.mark.parametrize("processes", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_default_job_is_a_quiet_retrain_reduce_run(tmp_path, processes):
+    """The no-argument job (shrunk here), in one process and in two (DDP on CPU): train, reduce,
+    fine-tune, reduce; the tables and the summary line; no warning of any library on stdout or
+    stderr (a warning shows as ``<file>.py:<line>: <message>``, Lightning's as plain advice)."""
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp"] if processes == 2 else []
     proc = run_cli("train.py", f"out_dir={tmp_path}", "trainer.max_epochs=6", "model.widths=[64,64,64]",
-                   "data.n_train=400", "data.n_val=200", "data.n_test=200", "logger.kind=wandb",
+                   "data.n_train=400", "data.n_val=200", "data.n_test=200", "logger.kind=wandb", *ddp,
                    env={"WANDB_API_KEY": "", "WANDB_MODE": ""}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -115,5 +118,6 @@ def test_default_job_is_a_quiet_retrain_reduce_run(tmp_path):
     assert f"report: {tmp_path}/reduction_report.json" in out
     assert out.strip().splitlines()[-1].startswith("val_mse=")
     noise = [line for line in (out + proc.stderr).splitlines()
-             if "warn" in line.lower() or "Tip:" in line or "deprecated" in line.lower()]
+             if "warn" in line.lower() or "Tip:" in line or "deprecated" in line.lower() or "recommended" in line.lower()
+             or re.search(r"\.py:\d+: ", line)]
     assert not noise, noise

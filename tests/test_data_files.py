@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -127,25 +128,28 @@ def test_split_is_seeded(iris_csv):
     assert sorted(np.concatenate(list(idx.values())).tolist()) == list(range(150))
 
 
-def test_standardization_is_fitted_on_train_only(regression_csv):
+def test_splits_hold_raw_rows_and_info_the_training_splits_statistics(regression_csv):
     path, x_raw, _ = regression_csv
     dm = dm_for(path)
     x, _ = dm.split("train")
-    torch.testing.assert_close(x.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
-    torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(6), atol=1e-5, rtol=0)
-    xv = dm.split("val")[0]
-    assert xv.mean(0).abs().max() > 1e-3  # the val split is scaled by train's statistics
+    assert np.isin(np.round(x[:, 0].numpy(), 3), np.round(x_raw[:, 0].astype(np.float32), 3)).all()  # the file's values
     info = dm.info()
+    torch.testing.assert_close(torch.tensor(info["x_mean"], dtype=torch.float32), x.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(info["x_std"], dtype=torch.float32), x.std(0, unbiased=False), atol=1e-5, rtol=1e-5)
+    z = transform_inputs(x, info)  # what the network's input layer gives it
+    torch.testing.assert_close(z.mean(0), torch.zeros(6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0, unbiased=False), torch.ones(6), atol=1e-5, rtol=0)
+    assert transform_inputs(dm.split("val")[0], info).mean(0).abs().max() > 1e-3  # val is scaled by train's statistics
+    assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     raw = dm_for(path, "data.standardize=false")
-    assert "x_mean" not in raw.info()
-    torch.testing.assert_close(transform_inputs(raw.split("val")[0], info), xv, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(raw.split("train")[0].mean(0), torch.tensor(info["x_mean"], dtype=torch.float32), atol=1e-4, rtol=1e-4)
+    assert "x_mean" not in raw.info() and torch.equal(raw.split("val")[0], dm.split("val")[0])
 
 
 def test_constant_feature_keeps_std_one(tmp_path):
     rows = [[i, 5.0, i % 2] for i in range(40)]
     dm = dm_for(write_csv(tmp_path / "c.csv", ["a", "const", "y"], rows))
-    assert dm.info()["x_std"][1] == 1.0 and torch.all(dm.split("train")[0][:, 1] == 0)
+    x = dm.split("train")[0]
+    assert dm.info()["x_std"][1] == 1.0 and torch.all(x[:, 1] == 5) and torch.all(transform_inputs(x, dm.info())[:, 1] == 0)
 
 
 @pytest.mark.parametrize("over,val,test", [

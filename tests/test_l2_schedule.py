@@ -107,3 +107,18 @@ def test_batch_sizes_need_a_reloading_trainer_and_a_datamodule_batch_size(tmp_pa
 
     with pytest.raises(ConfigError, match="applies the l2 schedule itself"):
         trainer(tmp_path, [L2Schedule(1e-4, 1e-3)], 1).fit(StackModule(to_container(cfg)), datamodule=Digits())
+
+
+def test_after_the_ramp_the_coefficient_is_l2_after(tmp_path):
+    seen = []
+
+    class Probe(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            seen.append(sched.coef)
+
+    sched = L2Schedule(1e-4, 1e-2, warmup_epochs=1, ramp_epochs=3, l2_after=1e-5)
+    trainer(tmp_path, [sched, Probe()], 6, limit_train_batches=2).fit(SeqClassifier(), datamodule=Digits())
+    assert seen[0] == 0.0 and math.isclose(seen[1], 1e-4) and math.isclose(seen[3], 1e-2)
+    assert seen[4:] == [1e-5, 1e-5]
+    with pytest.raises(ConfigError, match="ramp_epochs must be a whole number >= 1"):
+        L2Schedule(1e-4, 1e-3, ramp_epochs=0)

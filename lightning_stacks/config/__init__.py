@@ -24,6 +24,7 @@ from .schema import (
     FILE_DATASETS,
     LOGGERS,
     PRECISIONS,
+    SCALINGS,
     VARIANTS,
     WANDB_MODES,
     Config,
@@ -43,7 +44,7 @@ from .validate import reduce_config, round_config, round_epochs, validate, valid
 
 __all__ = [
     "ACCELERATORS", "COMPILE_MODES", "DATASETS", "DATA_DEVICES", "DATA_TASKS", "FILE_DATASETS", "LOGGERS",
-    "PRECISIONS", "VARIANTS", "WANDB_MODES",
+    "PRECISIONS", "SCALINGS", "VARIANTS", "WANDB_MODES",
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "GroupSparsityConfig",
     "LayerSparsityConfig", "LoggerConfig", "ModelConfig", "OptimConfig", "PruningConfig", "ReduceConfig",
     "RoundConfig", "ScheduleConfig", "TrainerConfig",

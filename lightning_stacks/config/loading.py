@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from .merge import _merge
+from .merge import _merge, _valid_keys
 from .schema import Config, ConfigError
 from .validate import validate
 
@@ -21,7 +22,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Args:
         base: a saved config (e.g. a checkpoint's) to start from instead of the bare defaults.
         path: optional YAML file with overrides of the defaults.
-        overrides: dotlist such as ``["trainer.max_epochs=3", "model.widths=[8,8]"]``.
+        overrides: dotlist such as ``["trainer.max_epochs=3", "model.widths=[8,8]"]``;
+            ``key.0.sub=value`` changes one key of a list entry, ``key+=[item, ...]`` appends
+            to a list (one more round: ``rounds+=[{epochs: 10}]``).
 
     Raises:
         ConfigError: unknown key, wrong type, malformed override or invalid value.
@@ -45,6 +48,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cfg = _merge(cfg, loaded, schema, str(path))
     for item in overrides or []:
         key = item.partition("=")[0]
+        if key.endswith("+"):  # key+=[...]: append to a list
+            cfg = _append_to_list(cfg, item, schema)
+            continue
         if "=" not in item or not key or any(not part.strip() or part != part.strip() for part in key.split(".")):
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. trainer.max_epochs=3)")
         try:
@@ -61,6 +67,46 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 _LIST_INDEX = re.compile(r"(^|\.)\d+(\.|$)")
+APPEND_EXAMPLE = "rounds+=[{epochs: 10}]"
+
+
+def _append_to_list(cfg: DictConfig, item: str, schema: Config) -> DictConfig:
+    """Apply ``key+=[item, ...]``: the items are appended to the list at ``key`` (e.g. one more
+    round: ``rounds+=[{epochs: 10}]``) and checked like the rest of it."""
+    key, _, text = item.partition("+=")
+    if not key or any(not part.strip() or part != part.strip() or part.isdigit() for part in key.split(".")):
+        raise ConfigError(f"override '{item}' is not of the form key+=[item, ...] (e.g. {APPEND_EXAMPLE})")
+    try:
+        value = OmegaConf.select(OmegaConf.from_dotlist([f"{key}={text}"]), key)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{item}': the value is not valid YAML ({_yaml_reason(err)}); "
+                          f"give a list in brackets, e.g. {APPEND_EXAMPLE}") from None
+    if not OmegaConf.is_list(value):
+        raise ConfigError(f"override '{item}': += appends a list of items, got {text!r}; "
+                          f"write the items in brackets, e.g. {APPEND_EXAMPLE}")
+    try:
+        current = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException:
+        current = None
+    if current is None and OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+        parent, valid = _valid_keys(schema, key)
+        raise ConfigError(f"unknown config key '{key}' in override '{item}'; valid keys under {parent}: {', '.join(valid)}")
+    if not OmegaConf.is_list(current):
+        raise ConfigError(f"override '{item}': '{key}' holds a {'mapping' if OmegaConf.is_dict(current) else 'value'}, "
+                          f"not a list; += appends to lists only (set it with {key}=...)")
+    kind = getattr(current._metadata, "element_type", None)
+    if dataclasses.is_dataclass(kind):  # e.g. a round: name a mistyped key and the valid ones
+        valid = sorted(f.name for f in dataclasses.fields(kind))
+        for i, entry in enumerate(value):
+            bad = sorted(set(entry) - set(valid)) if OmegaConf.is_dict(entry) else None
+            if bad is None or bad:
+                what = f"has the unknown key '{bad[0]}'" if bad else "is not a mapping"
+                raise ConfigError(f"override '{item}': appended item {i} {what}; valid keys of a {key} entry: "
+                                  f"{', '.join(valid)}")
+    joined = OmegaConf.to_container(current) + OmegaConf.to_container(value)
+    update = OmegaConf.create()
+    OmegaConf.update(update, key, joined, force_add=True)
+    return _merge(cfg, update, schema, f"override '{item}'")
 
 
 def _update_in_list(cfg: DictConfig, item: str, dot: DictConfig) -> DictConfig:

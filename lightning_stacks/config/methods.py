@@ -26,6 +26,8 @@ class ReduceConfig:
     ``device``: where to reduce (``auto`` = the model's training device: CUDA when available).
     ``kmeans``: step 3's weighted k-means: ``torch`` (on the reduction's device) or ``sklearn``
     (scikit-learn on the CPU, the reference implementation).
+    ``report``: ``steps`` measures every row of the reduction's table (output change, metrics on
+    every split); ``final`` only the full network and the final one (less time on large data).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
     ``after_training``: ``train.py`` reduces its final network and writes ``final_reduced.ckpt``.
     ``optimizer_state``: what the next round's Adam starts from: ``reset`` (fresh state) or
@@ -54,6 +56,7 @@ class ReduceConfig:
     seed: int = 0
     kmeans_n_init: int = 3
     kmeans: str = "torch"
+    report: str = "steps"
     device: str = "auto"
     reference_size: int = 0
     output: str = ""

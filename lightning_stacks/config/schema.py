@@ -33,6 +33,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "64-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "32", "64", "16", "bf16")
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 DATA_DEVICES = ("auto", "cpu")
+SCALINGS = ("keep", "refit")
 
 
 class ConfigError(LightningStacksError):
@@ -92,8 +93,13 @@ class Config:
     :func:`default_rounds` (train, reduce, fine-tune, reduce). ``rounds=[]`` = one fit of
     ``trainer.max_epochs``, reduced after training if ``reduce.after_training``. ``ckpt_path``: resume an interrupted fit (a path, or
     ``last``). ``init_from``: start a new fit
-    from a checkpoint's architecture and weights (e.g. fine-tune a reduced network) with this
-    config's optimizer and schedule; its reduction history is carried on.
+    from a checkpoint's network (e.g. fine-tune a reduced network) with this config's optimizer
+    and schedule; the data is checked against the checkpoint's first (columns, target, classes),
+    ``data.scaling`` says whether its input scaling is kept; its reduction history is carried on
+    when the data is the same, and restarts on new data (``data_info.lineage`` records each
+    generation). ``python train.py continue=<job> ...`` fills ``init_from`` and the rest of the
+    config from a finished job (docs/RETRAIN.md). ``key+=[...]`` on the command line appends to
+    a list: ``'rounds+=[{epochs: 10}]'`` adds a round.
 
     ``overwrite``: nothing a job did not ask to replace is replaced. ``train.py`` refuses an
     ``out_dir`` that holds a finished or interrupted single fit (``final.ckpt`` or

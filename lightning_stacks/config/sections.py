@@ -45,7 +45,13 @@ class DataConfig:
     training split. An npz file with ``x_train``/``y_train`` (and optionally ``x_val``/``y_val``,
     ``x_test``/``y_test``) is used as split (fractions unused, the same fallbacks for a missing
     split). ``standardize``: scale every input feature by the training split's mean and std
-    (regression targets are left as they are).
+    (regression targets are left as they are); the scaling is the network's input layer, saved
+    with it, so a checkpoint takes the file's raw rows. ``scaling``, for a fit that starts from a
+    checkpoint (``init_from``, ``continue=``): ``keep`` the checkpoint's input scaling (the
+    network was trained on it; the default) or ``refit`` it on this data's training split (for
+    a feature whose raw values moved, e.g. a sensor recalibrated: the network then sees the moved
+    feature as it saw the old one). Either way the data's columns, target and classes must be
+    the checkpoint's.
 
     ``device`` (built-in and file data sets): ``auto`` keeps a copy of the splits on the
     training device when they take under half of its free memory (batches are then drawn there:
@@ -74,6 +80,7 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     standardize: bool = True
+    scaling: str = "keep"
     module: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
@@ -137,6 +144,8 @@ class TrainerConfig:
 @dataclass
 class LoggerConfig:
     """``kind``: wandb (offline unless an account is configured, see ``wandb_mode``), csv, none.
+    ``wandb_mode``: ``auto``, ``offline``, ``online`` or ``disabled`` (write ``disabled``, not
+    ``off``: YAML reads ``off``/``no`` as false).
     ``quiet`` (``train.py --quiet``): no progress bar and no per-round / per-step lines; the
     final table and summary are still printed."""
 

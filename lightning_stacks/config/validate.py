@@ -19,6 +19,7 @@ from .schema import (
     FILE_DATASETS,
     LOGGERS,
     PRECISIONS,
+    SCALINGS,
     VARIANTS,
     WANDB_MODES,
     Config,
@@ -66,6 +67,10 @@ def validate(cfg: DictConfig) -> None:
         d.name = "module"  # the default name counts as unset: data.module alone selects it
     _choice(d.name, DATASETS, "data.name")
     _choice(cfg.logger.kind, LOGGERS, "logger.kind")
+    if cfg.logger.wandb_mode in ("False", "True"):  # YAML 1.1 booleans: off/no/false, on/yes/true
+        meant = "disabled" if cfg.logger.wandb_mode == "False" else "online"
+        raise ConfigError(f"logger.wandb_mode is the boolean {cfg.logger.wandb_mode.lower()} (YAML reads off/no/false and "
+                          f"on/yes/true as booleans); write logger.wandb_mode={meant}")
     _choice(cfg.logger.wandb_mode, WANDB_MODES, "logger.wandb_mode")
     if len(m.widths) < 1:
         raise ConfigError("model.widths needs at least one stack")
@@ -98,6 +103,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("data.noise and data.val_size must be >= 0")
     # data: refuse keys the chosen data set would silently ignore
     _choice(d.task, DATA_TASKS, "data.task")
+    _choice(d.scaling, SCALINGS, "data.scaling")
     for key in ("val_fraction", "test_fraction"):
         if not 0 <= d[key] < 1:
             raise ConfigError(f"data.{key} must be in [0, 1), got {d[key]}")
@@ -130,7 +136,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.target selects a CSV column; data.name='{d.name}' does not read it (npz files hold y arrays): drop it")
     if d.name not in FILE_DATASETS:
         defaults = DataConfig()
-        for key in ("task", "val_fraction", "test_fraction", "standardize"):
+        for key in ("task", "val_fraction", "test_fraction", "standardize", "scaling"):
             if d[key] != getattr(defaults, key):
                 raise ConfigError(f"data.{key} applies to data.name=csv or npz only, not '{d.name}'; drop it")
     _choice(cfg.trainer.progress_bar, ("epochs", "tqdm", "rich"), "trainer.progress_bar")
@@ -171,6 +177,7 @@ def validate_reduce(r: DictConfig, prefix: str = "reduce.") -> None:
     _choice(r.baseline, ("current", "first"), f"{prefix}baseline")
     _choice(r.optimizer_state, ("reset", "carry"), f"{prefix}optimizer_state")
     _choice(r.kmeans, ("torch", "sklearn"), f"{prefix}kmeans")
+    _choice(r.report, ("steps", "final"), f"{prefix}report")
     if r.domain and (len(r.domain) != 2 or not r.domain[0] <= r.domain[1]):
         raise ConfigError(f"{prefix}domain must be [lower, upper] with lower <= upper, got {list(r.domain)}")
     if r.tighten and not r.domain:

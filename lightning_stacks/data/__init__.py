@@ -15,11 +15,13 @@ batches on every rank.
 Every DataModule built here exposes, after ``setup()``, the attributes ``task``
 (``classification`` or ``regression``), ``input_dim`` and ``output_dim`` (the number of classes
 for classification) and an ``info()`` dict of JSON-able facts (classes, feature names,
-standardization, split sizes) that a checkpoint can carry. :func:`describe_data` gives the same
+standardization's statistics, split sizes, the file's hash) that a checkpoint can carry;
+:func:`check_against` refuses data that differs from what a network was trained on. :func:`describe_data` gives the same
 dict for any LightningDataModule. Batches are ``(x, y)`` with x (B, d_0) float32 and y (B,)
 int64 class indices or (B, k) float32 regression targets.
 """
 
+from .checks import DataMismatch, check_against
 from .describe import data_summary, describe_data, transform_inputs, unpack_batch
 from .files import (
     NPZ_KEYS,
@@ -51,8 +53,8 @@ from .tensors import (
 
 __all__ = [
     "DATAMODULES", "DATA_ENV", "MNIST_FILES", "MNIST_MIRRORS", "NPZ_KEYS", "NPZ_SPLIT_KEYS", "TASKS",
-    "CSVDataModule", "DataError", "DigitsDataModule", "FileDataModule", "MNISTDataModule", "NPZDataModule",
-    "SineDataModule", "TensorBatchLoader", "TensorDataModule", "build_datamodule", "composite_sine",
+    "CSVDataModule", "DataError", "DataMismatch", "DigitsDataModule", "FileDataModule", "MNISTDataModule", "NPZDataModule",
+    "SineDataModule", "TensorBatchLoader", "TensorDataModule", "build_datamodule", "check_against", "composite_sine",
     "data_device", "data_summary", "default_data_root", "describe_data", "load_datamodule_class",
     "read_idx", "split_indices", "splits_nbytes", "transform_inputs", "unpack_batch",
 ]

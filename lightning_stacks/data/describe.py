@@ -145,9 +145,8 @@ def _infer_from_batches(dm: pl.LightningDataModule, task: str | None) -> dict[st
 
 
 def transform_inputs(x: torch.Tensor, info: dict[str, Any]) -> torch.Tensor:
-    """Apply ``info``'s input standardization (if any) to raw inputs x (N, d_0), as training did."""
-    if "x_mean" not in info:
-        return x
-    mean = torch.as_tensor(info["x_mean"], dtype=x.dtype, device=x.device)
-    std = torch.as_tensor(info["x_std"], dtype=x.dtype, device=x.device)
-    return (x - mean) / std
+    """Apply ``info``'s input standardization (if any) to raw inputs x (N, d_0), as the network's
+    input layer does (a module's own: ``StackModule.network_inputs``)."""
+    from ..preprocess import input_layer
+
+    return input_layer(info)(x)

@@ -1,8 +1,9 @@
-"""Your data from a file: seeded splits, standardization and the CSV and NPZ readers."""
+"""Your data from a file: seeded splits, the standardization's statistics and the CSV and NPZ readers."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,21 @@ def _check_finite(a: np.ndarray, what: str) -> None:
         raise DataError(f"{what}: row {r}, column '{c}' is {flat[r, c]} (NaN/Inf refused)")
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of the file's bytes (what ``data_info`` records as the data's identity)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class FileDataModule(TensorDataModule):
     """Your data from a file: subclasses :meth:`read` arrays; this class splits them (seeded by
-    the job's seed), standardizes inputs on the training split and converts to tensors.
+    the job's seed), fits the standardization's statistics on the training split and converts
+    to tensors. The splits hold the file's raw rows: the statistics (``info()``'s ``x_mean`` and
+    ``x_std``) become the network's input layer (:mod:`lightning_stacks.preprocess`), so a
+    checkpoint takes raw rows too.
 
     ``task``, ``input_dim``, ``output_dim`` and ``classes`` are None until ``setup()``.
     """
@@ -83,6 +96,7 @@ class FileDataModule(TensorDataModule):
         self.target: str | list[str] | None = None
         self.x_mean: np.ndarray | None = None
         self.x_std: np.ndarray | None = None
+        self.sha256: str | None = None
         self.fallback: dict[str, str] = {}
 
     def read(self) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
@@ -98,6 +112,7 @@ class FileDataModule(TensorDataModule):
         return path
 
     def load(self):
+        self.sha256 = file_sha256(self.path())
         arrays, meta = self.read()
         if "all" in arrays:
             x, y = arrays.pop("all")
@@ -120,8 +135,6 @@ class FileDataModule(TensorDataModule):
                 out[name] = done[id(x)]
                 continue
             key = id(x)
-            if self.x_mean is not None:
-                x = (x - self.x_mean) / self.x_std
             xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32)
             if self.task == "classification":
                 yt = torch.as_tensor(np.ascontiguousarray(y), dtype=torch.int64)
@@ -133,6 +146,8 @@ class FileDataModule(TensorDataModule):
     def info(self) -> dict[str, Any]:
         out = super().info()
         out["source"] = str(Path(str(self.cfg.path)).expanduser().resolve())
+        if self.sha256 is not None:
+            out["sha256"] = self.sha256
         if self.feature_names is not None:
             out["feature_names"] = list(self.feature_names)
         if self.target is not None:

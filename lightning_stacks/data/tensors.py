@@ -182,8 +182,9 @@ class TensorDataModule(pl.LightningDataModule):
             ``task``, ``input_dim``, ``output_dim``, ``n_train``/``n_val``/``n_test``,
             ``dataset`` (the config's name), and where known ``classes`` (label names as
             strings), ``feature_names``, ``target``, ``x_mean``/``x_std`` (the standardization
-            applied to inputs), ``source`` (the file read) and ``fallback`` (a split that reuses
-            another, e.g. ``{"val": "test"}``).
+            fitted on the training split: the network's input layer applies it to the raw rows
+            the splits hold), ``source`` (the file read) and its ``sha256``, and ``fallback`` (a
+            split that reuses another, e.g. ``{"val": "test"}``).
         """
         self.setup()
         out: dict[str, Any] = {"task": self.task, "input_dim": int(self.input_dim), "output_dim": int(self.output_dim),

@@ -91,7 +91,6 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
     import copy
 
     from ..batches import is_streamed, reservoir_sample
-    from ..evaluation import evaluate_source
 
     if task not in ("classification", "regression"):
         raise ReductionError(f"task={task!r} is not one of: classification, regression")
@@ -115,26 +114,61 @@ def reduce_on_sources(net, task: str, settings: ReduceSettings, sources: dict, r
         if y_ref is None:
             raise ReductionError(f"automatic mode needs labels, but the '{reference}' batches hold inputs only")
     shown = ["train", "val", "test", reference]
-    evaluated = {name: sources[name] for name in dict.fromkeys(shown) if name in sources}
-
-    def evaluator(candidate):
-        return {name: evaluate_source(candidate, src, task) for name, src in evaluated.items()}
-
-    reduced, report = reduce_network(net, x_check, settings, task=task, x_ref=x_ref, y_ref=y_ref, evaluate=evaluator, log=log,
+    evaluated = {name: sources[name] for name in dict.fromkeys(shown) if name in sources}  # measured by the driver:
+    # the training split shares the output change's forward pass
+    reduced, report = reduce_network(net, x_check, settings, task=task, x_ref=x_ref, y_ref=y_ref, evaluate=evaluated, log=log,
                                      form=form)
     return reduced.to(home), report
 
 
+class NetworkInputBatches:
+    """A streamed source whose batches' inputs go through ``fn`` (re-iterable like the source)."""
+
+    def __init__(self, source, fn):
+        self.source, self.fn = source, fn
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self):
+        for batch in self.source:
+            if isinstance(batch, torch.Tensor):
+                yield self.fn(batch)
+            elif isinstance(batch, dict) and "x" in batch:
+                yield {**batch, "x": self.fn(batch["x"])}
+            elif isinstance(batch, (tuple, list)) and batch:
+                yield (self.fn(batch[0]), *batch[1:])
+            else:
+                yield batch  # malformed: the batch checks name it
+
+
+def network_source(module, source):
+    """``source`` (raw rows, see :mod:`~lightning_stacks.batches`) as ``module.net`` takes it: the
+    module's input layer (``network_inputs``) applied to x; the source itself when there is none."""
+    from ..batches import is_streamed
+    from ..preprocess import has_statistics
+
+    if not has_statistics(getattr(module, "inputs", None)):
+        return source
+    fn = torch.no_grad()(module.network_inputs)
+    if not is_streamed(source):
+        return (fn(source[0]), source[1]) if isinstance(source, tuple) else fn(source)
+    return NetworkInputBatches(source, fn)
+
+
 def module_sources(module: StackModule, cfg: DictConfig, dm=None) -> dict:
-    """The splits of a job's data for :func:`reduce_on_sources`: in-memory tensors for the
-    built-in and file data sets, unsharded dataloaders for a user's DataModule."""
+    """The splits of a job's data as the module's network takes them (its input layer applied:
+    evaluate and reduce ``module.net`` on them): in-memory tensors for the built-in and file
+    data sets, unsharded dataloaders for a user's DataModule."""
     dm = dm or build_datamodule(cfg.data, seed=cfg.seed)
     dm.setup("fit")
     if hasattr(dm, "split"):
-        return {name: dm.split(name) for name in ("train", "val", "test")}
-    from ..loaders import split_sources
+        raw = {name: dm.split(name) for name in ("train", "val", "test")}
+    else:
+        from ..loaders import split_sources
 
-    return split_sources(dm=dm)
+        raw = split_sources(dm=dm)
+    return {name: network_source(module, source) for name, source in raw.items()}
 
 
 def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step) -> tuple[StackModule, ReductionReport]:
@@ -154,6 +188,7 @@ def reduce_module(module: StackModule, cfg: DictConfig, dm=None, log=print_step)
     new = StackModule(to_container(cfg), architecture=reduced.architecture(), history=module.history + [report.to_dict()],
                       data_info=module.data_info)
     new.net.load_state_dict(reduced.state_dict())  # copies onto the new module's (CPU) tensors
+    new.inputs.load_state_dict(module.inputs.state_dict())  # the same input layer: it takes the same raw rows
     return new.to(module.device), report
 
 
@@ -180,7 +215,27 @@ def run_reduce(ckpt_path: str, cfg: DictConfig) -> tuple[StackModule, ReductionR
     """Load, reduce, save ``<ckpt>_reduced.ckpt`` and ``.json``; returns the module, report, path."""
     out = reduced_output(cfg, Path(ckpt_path).with_name(Path(ckpt_path).stem + "_reduced.ckpt"), [ckpt_path])
     module = load_module(ckpt_path, to_container(cfg))
-    return _reduce_and_save(module, cfg, out)
+    dm = build_datamodule(cfg.data, seed=cfg.seed)
+    check_data(module, dm, cfg)  # e.g. another data.path: its columns, target and classes are the network's
+    new, report = reduce_module(module, cfg, dm)
+    save_module(new, out)
+    report.save(out.with_suffix(".json"))
+    return new, report, out
+
+
+def check_data(module: StackModule, dm, cfg: DictConfig) -> dict:
+    """Refuse data that differs from what ``module`` was trained on (:func:`~lightning_stacks.data.check_against`);
+    returns the data's ``describe_data`` dict."""
+    from ..data import check_against, describe_data
+
+    found = describe_data(dm)
+    check_against(module.data_info, found, data_label(cfg))
+    return found
+
+
+def data_label(cfg: DictConfig) -> str:
+    """How messages name the job's data: ``data.path=<file>`` or ``data '<name>'``."""
+    return f"data.path={cfg.data.path}" if cfg.data.path else f"data '{cfg.data.name}'"
 
 
 def after_training_output(cfg: DictConfig) -> Path:
@@ -196,5 +251,21 @@ def reduce_after_training(module: StackModule, cfg: DictConfig) -> tuple[StackMo
     :func:`after_training_output`), and write the job's ``reduction_report.json`` (every
     reduction in its history). Returns the reduced module and its checkpoint's path."""
     new, _, out = _reduce_and_save(module, cfg, after_training_output(cfg))
-    write_reduction_report(Path(cfg.out_dir) / "reduction_report.json", new.history)
+    write_job_report(Path(cfg.out_dir) / "reduction_report.json", new)
     return new, out
+
+
+def write_job_report(path: Path, module: StackModule) -> None:
+    """A job's ``reduction_report.json`` (and ``.txt``): every reduction in the module's history
+    and, where the data_info has one, the lineage (the generations this network went through:
+    parent checkpoints and data files with their SHA-256, rows)."""
+    import json
+
+    from ..atomic import atomic_write_text
+
+    write_reduction_report(path, module.history)
+    lineage = module.data_info.get("lineage")
+    if lineage:
+        report = json.loads(Path(path).read_text())
+        report["lineage"] = lineage
+        atomic_write_text(path, json.dumps(report, indent=2))

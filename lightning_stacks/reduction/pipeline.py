@@ -34,18 +34,16 @@ from ..evaluation import infer_task
 from ..model import DeepStackNetwork
 from . import steps
 from .inputs import as_tensors, check_inputs, check_labels
+from .measure import Evaluator, StepMeter
 from .report import ReductionReport, StepRecord
 from .run import ReductionRun
 from .settings import Form, ReduceSettings, ReductionError
-from .stacks import build_network, count_parameters, max_output_change, stack_weights
+from .stacks import build_network, count_parameters, stack_weights
 from .steps import Step
 
 # The steps in the order they run; each decides from the settings whether it applies.
 STEPS: list[Step] = [steps.zeroed, steps.refit_targets, steps.layers, steps.domain, steps.outside, steps.automatic,
                      steps.polish, steps.weak, steps.cluster, steps.bottleneck]
-
-Evaluator = Callable[[DeepStackNetwork], dict[str, float]]
-
 
 def inferred_task(y: torch.Tensor, width: int) -> str:
     """The task ``y`` says unambiguously (printed), else a ReductionError naming the fix."""
@@ -93,8 +91,12 @@ def reduce_network(
             their argmax). Manual mode without labels needs no task.
         x_ref, y_ref: reference set for automatic mode (default: the in-memory checked inputs
             with y_ref; for a streamed x_check whose batches carry labels, y_ref defaults to them).
-        evaluate: optional ``net -> {"train": m, "test": m}`` called after every step (its time
-            is reported separately and excluded from ``reduce_seconds``).
+        evaluate: optional ``net -> {"train": m, "test": m}`` called after every step, or
+            ``{split: (x, y) or a batch source}`` measured here (a split whose inputs are ``x_check``
+            shares the output change's forward pass; a step that changed nothing is not measured
+            again). Its time is reported separately (``eval_seconds``), excluded from
+            ``reduce_seconds``; ``settings.report="final"`` measures only the full and the final
+            network (a last row ``final``).
         log: optional callback called with each finished :class:`StepRecord`.
         head: automatic mode, for a network inside a bigger model: maps the network's outputs on
             ``x_ref`` (N_ref, d_J) to the model's outputs there, which the metric against ``y_ref``
@@ -139,19 +141,16 @@ def reduce_network(
             run.task = task = inferred_task(run.y_ref, labels_for or net.output_dim)
             run.y_ref = check_labels(run.y_ref, task, labels_for)
     report = ReductionReport(task=task, settings=asdict(settings))
-    original = run.stacks
     # original outputs per block are kept for inputs already in memory (as big as the inputs'
     # outputs); a streamed source recomputes them per batch instead
-    out_ref: list[torch.Tensor] | None = None if streamed and run.checked is x_check else []
+    meter = StepMeter(run.stacks, run.checked, streamed and run.checked is x_check, evaluate, task, settings.report == "steps")
 
     def record(step: str, current, seconds: float, details: list[dict]) -> None:
         t0 = time.perf_counter()
         params = form.full_params if step == "full" and form.full_params is not None else (form.count or count_parameters)(current)
         rec = StepRecord(step=step, widths=[s.n for s in current], dims=[s.d_out for s in current],
                          params=params, seconds=seconds, details=details)
-        rec.max_output_change = max_output_change(original, current, run.checked, out_ref)
-        if evaluate is not None:
-            rec.metrics = evaluate(build_network(current))
+        rec.max_output_change, rec.metrics = meter.final(current) if step == "final" else meter.measure(step, current)
         report.eval_seconds += time.perf_counter() - t0
         report.steps.append(rec)
         if log is not None:
@@ -168,6 +167,8 @@ def reduce_network(
         for name, stacks, details in rows:
             record(name, stacks, dt / len(rows), details)
             run.stacks = stacks
+    if settings.report == "final" and len(report.steps) > 1:
+        record("final", run.stacks, 0.0, [])
     report.settings.update(run.chosen)
     report.evaluations = run.budget.evaluations if run.budget is not None else 0
     report.reference_metric = run.budget.ref_metric if run.budget is not None else None

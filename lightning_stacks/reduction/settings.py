@@ -49,6 +49,8 @@ class ReduceSettings:
         kmeans_n_init: k-means restarts.
         kmeans: ``torch`` (on the reduction's device, :mod:`.kmeans`) or ``sklearn`` (scikit-learn
             on the CPU, the reference implementation).
+        report: ``steps`` measures every row of the report (output change, metrics); ``final``
+            only the full network and the final one (a last row ``final``): less time.
     """
 
     outside: bool = True
@@ -69,6 +71,7 @@ class ReduceSettings:
     seed: int = 0
     kmeans_n_init: int = 3
     kmeans: str = "torch"
+    report: str = "steps"
 
     @property
     def automatic(self) -> bool:
@@ -109,6 +112,8 @@ class ReduceSettings:
             raise ReductionError(f"kmeans_n_init must be >= 1, got {self.kmeans_n_init}")
         if self.kmeans not in ("torch", "sklearn"):
             raise ReductionError(f"kmeans={self.kmeans!r} is not one of: torch, sklearn")
+        if self.report not in ("steps", "final"):
+            raise ReductionError(f"report={self.report!r} is not one of: steps, final")
 
     def _check_numbers(self) -> None:
         def integer(name: str, value):

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import torch
 
-from ..batches import Source, iter_inputs
+from ..batches import Source, iter_inputs, iter_pairs
 from ..model import DeepStackNetwork
 from .core import SCAN_BLOCK_BYTES, StackWeights, preactivation_range
 
@@ -112,6 +112,67 @@ def network_ranges(stacks: list[StackWeights], x: Source, chunk: int | None = No
             ranges[j] = (torch.minimum(ranges[j][0], hmin), torch.maximum(ranges[j][1], hmax))
     return ranges, rows
 
+
+
+def same_network(a: list[StackWeights], b: list[StackWeights]) -> bool:
+    """Whether two networks hold the same tensors (a step that changed nothing)."""
+    if len(a) != len(b):
+        return False
+    names = ("V", "b", "W", "c", "A1", "A2", "S")
+    for sa, sb in zip(a, b, strict=True):
+        for k in names:
+            ta, tb = getattr(sa, k), getattr(sb, k)
+            if (ta is None) != (tb is None) or (ta is not None and (ta.shape != tb.shape or not torch.equal(ta, tb))):
+                return False
+    return True
+
+
+def output_pass(original: list[StackWeights], current: list[StackWeights], x: Source, cache: list[torch.Tensor] | None = None,
+                task: str | None = None, labels: torch.Tensor | None = None, chunk: int = 16384) -> tuple[float, float | None]:
+    """One pass over the checked inputs giving max |current(x) - original(x)| and, with ``task``,
+    current's metric against the labels (``labels`` (N, ...) for a tensor x; a streamed source's
+    own), from the same outputs: the report's output change and train metric cost one forward
+    pass of the current network (the original's outputs come from ``cache`` after the first).
+
+    Args:
+        original, current: two networks with the same d_0 and d_J.
+        x: the checked inputs, a tensor (N, d_0) or a streamed source.
+        cache: a list kept by the caller between calls on the same x: the first call fills it
+            with original's outputs per block, later calls reuse them (memory (N, d_J); pass
+            None for a streamed source, whose original outputs are recomputed per batch).
+        task: ``classification`` or ``regression`` to measure the metric too; None = change only.
+        labels: the labels of a tensor ``x``.
+        chunk: rows per block.
+
+    Returns:
+        (max output change, metric or None).
+    """
+    from ..evaluation import MetricSum
+
+    if current is original and task is None:
+        return 0.0, None
+    ref = original[0].V
+    worst = torch.zeros((), dtype=ref.dtype, device=ref.device)
+    total = MetricSum(task) if task is not None else None
+    fill = cache is not None and not cache
+    if isinstance(x, torch.Tensor):
+        blocks = ((x[s : s + chunk].to(ref.device, ref.dtype), None if labels is None else labels[s : s + chunk])
+                  for s in range(0, x.shape[0], chunk))
+    else:
+        blocks = iter_pairs(x, chunk, ref.device, ref.dtype, width=original[0].d_in, need_labels=task is not None)
+    for i, (z, y) in enumerate(blocks):
+        if cache is not None and not fill:
+            before = cache[i]
+        else:
+            before = run_stacks(original, z, chunk=chunk)  # (B, d_J)
+            if fill:
+                cache.append(before)
+        after = before if current is original else run_stacks(current, z, chunk=chunk)
+        if after.numel() and current is not original:
+            worst = torch.maximum(worst, (after - before).abs().max())  # on the device: no sync per block
+        if total is not None:
+            total.add(after, y)
+    return float(worst), (total.value() if total is not None else None)
 
 
 def max_output_change(original: list[StackWeights], current: list[StackWeights], x: Source,

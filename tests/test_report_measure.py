@@ -1,0 +1,87 @@
+"""The reduction report's measurements cost what the rows need: the training split's metric from
+the output change's own forward pass (equal to a separate evaluation), no second measurement of
+a step that changed nothing, and ``report="final"`` measuring the full and the final network only."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_stacks import DeepStackNetwork, reduce_network
+from lightning_stacks.evaluation import evaluate
+from lightning_stacks.reduction import ReduceSettings, ReductionError
+from lightning_stacks.reduction.stacks import output_pass, stack_weights
+
+
+def trained_net(seed=0):
+    torch.manual_seed(seed)
+    net = DeepStackNetwork(6, [40, 30], [5, 4])
+    x = torch.randn(600, 6)
+    y = (x[:, :4] * torch.tensor([1.0, -1, 0.5, 2])).argmax(1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        (torch.nn.functional.cross_entropy(net(x), y) + 1e-3 * sum(p.pow(2).sum() for p in net.parameters())).backward()
+        opt.step()
+    return net.eval(), x, y
+
+
+def test_the_train_metric_from_the_output_pass_equals_a_separate_evaluation():
+    net, x, y = trained_net()
+    st = stack_weights(net)
+    small = [s.keep(torch.arange(s.n) % 2 == 0) for s in st]
+    change, metric = output_pass(st, small, x, cache=[], task="classification", labels=y, chunk=128)
+    from lightning_stacks.reduction import build_network
+
+    assert metric == pytest.approx(evaluate(build_network(small), x, y, "classification"), abs=1e-12)
+    with torch.no_grad():
+        assert change == pytest.approx(float((build_network(small)(x) - net(x)).abs().max()), rel=1e-5)
+    assert output_pass(st, st, x, cache=[], task="classification", labels=y)[0] == 0.0
+
+
+def test_split_evaluation_gives_the_same_report_as_a_function():
+    net, x, y = trained_net(1)
+    xt, yt = x[:200] + 0.1, y[:200]
+    settings = ReduceSettings(tolerances=[0.5, 0.5], clusters=[12, 10])
+    _, by_function = reduce_network(net, x, settings, task="classification",
+                                    evaluate=lambda n: {"train": evaluate(n, x, y, "classification"),
+                                                        "test": evaluate(n, xt, yt, "classification")})
+    _, by_splits = reduce_network(net, x, settings, task="classification", evaluate={"train": (x, y), "test": (xt, yt)})
+    for a, b in zip(by_function.steps, by_splits.steps, strict=True):
+        assert a.step == b.step and a.metrics == pytest.approx(b.metrics, abs=1e-12)
+        assert a.max_output_change == pytest.approx(b.max_output_change, rel=1e-6, abs=1e-7)
+
+
+def test_a_step_that_changed_nothing_is_not_measured_again():
+    net, x, y = trained_net(2)
+    calls = []
+
+    def counting(n):
+        calls.append(sum(n.widths))
+        return {"train": evaluate(n, x, y, "classification")}
+
+    _, report = reduce_network(net, x, ReduceSettings(tolerances=[0.0, 0.0]), task="classification", evaluate=counting)
+    steps = [s.step for s in report.steps]
+    assert steps == ["full", "outside", "weak"]
+    assert report.steps[2].widths == report.steps[1].widths, "tolerance 0 removes nothing"
+    changed = sum(a.widths != b.widths for a, b in zip(report.steps, report.steps[1:], strict=False))
+    assert len(calls) == 1 + changed < len(steps), "a row whose network did not change reuses the measurement before it"
+    assert report.steps[2].metrics == report.steps[1].metrics
+
+
+def test_report_final_measures_only_the_full_and_the_final_network():
+    net, x, y = trained_net(3)
+    settings = dict(tolerances=[0.5, 0.5], clusters=[12, 10])
+    _, every = reduce_network(net, x, ReduceSettings(**settings), task="classification", evaluate={"train": (x, y)})
+    reduced, final = reduce_network(net, x, ReduceSettings(**settings, report="final"), task="classification",
+                                    evaluate={"train": (x, y)})
+    assert [s.step for s in final.steps] == ["full", "outside", "weak", "cluster", "final"]
+    assert all(s.metrics == {} and math.isnan(s.max_output_change) for s in final.steps[1:-1])
+    assert final.steps[0].metrics == every.steps[0].metrics
+    assert final.steps[-1].metrics == pytest.approx(every.steps[-1].metrics, abs=1e-12)
+    assert final.steps[-1].widths == every.steps[-1].widths == reduced.widths
+    assert final.eval_seconds <= every.eval_seconds + 0.5
+    with pytest.raises(ReductionError, match="report='all' is not one of: steps, final"):
+        reduce_network(net, x, ReduceSettings(report="all"), task="classification")
