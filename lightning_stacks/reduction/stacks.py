@@ -177,32 +177,9 @@ def output_pass(original: list[StackWeights], current: list[StackWeights], x: So
 
 def max_output_change(original: list[StackWeights], current: list[StackWeights], x: Source,
                       cache: list[torch.Tensor] | None = None, chunk: int = 16384) -> float:
-    """max |current(x) - original(x)| over the checked inputs, one block at a time.
-
-    Args:
-        original, current: two networks with the same d_0 and d_J.
-        x: the checked inputs, a tensor (N, d_0) or a streamed source.
-        cache: a list kept by the caller between calls on the same x: the first call fills it
-            with original's outputs per block, later calls reuse them (memory (N, d_J); pass
-            None for a streamed source, whose original outputs are recomputed per batch).
-        chunk: rows per block.
-    """
-    if current is original:
-        return 0.0
-    ref = original[0].V
-    worst = torch.zeros((), dtype=ref.dtype, device=ref.device)
-    fill = cache is not None and not cache
-    for i, z in enumerate(iter_inputs(x, chunk, ref.device, ref.dtype, width=original[0].d_in)):
-        if cache is not None and not fill:
-            before = cache[i]
-        else:
-            before = run_stacks(original, z, chunk=chunk)  # (B, d_J)
-            if fill:
-                cache.append(before)
-        after = run_stacks(current, z, chunk=chunk)
-        if after.numel():
-            worst = torch.maximum(worst, (after - before).abs().max())  # on the device: no sync per block
-    return float(worst)
+    """max |current(x) - original(x)| over the checked inputs, one block at a time (see
+    :func:`output_pass`, whose ``cache`` it takes: filled by the first call on an in-memory x)."""
+    return output_pass(original, current, x, cache, chunk=chunk)[0]
 
 
 
