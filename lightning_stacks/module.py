@@ -6,7 +6,9 @@
   ``affine_lr_mult`` x LR);
 - per-epoch l2 / LR / batch size from :class:`Schedule` (the DataModule reads the batch size);
 - optionally (``distill.weight`` > 0) a teacher term: the outputs of a frozen teacher network
-  (the full network, when fine-tuning a reduced one) as soft targets.
+  (the full network, when fine-tuning a reduced one) as soft targets;
+- optionally (``trainer.cuda_graphs``) the whole step replayed as one CUDA graph under manual
+  optimization (:mod:`.graphed_step`), with the same result as the eager step.
 
 Checkpoints carry the architecture (all widths and skip kinds), the reduction history and the
 input layer (``self.inputs``: the standardization a CSV/NPZ fit used, as buffers), so
@@ -29,6 +31,7 @@ from .checkpoint import CheckpointError, check_finite_weights, read_checkpoint
 from .config import ConfigError, from_container
 from .errors import LightningStacksError
 from .evaluation import targets_for
+from .graphed_step import GraphedStep, carry_step_count, check_trainer, set_lr
 from .model import DeepStackNetwork
 from .preprocess import has_statistics, input_layer
 from .schedule import Schedule
@@ -118,6 +121,8 @@ class StackModule(pl.LightningModule):
         self.pending_optimizer_state: dict = {}  # set by ReductionCallback for the next fit
         self._nonfinite = torch.zeros((), dtype=torch.bool)
         self._shift_layout: tuple[int, int, int] | None = None  # augment.shift's image layout, set per fit
+        self._graphed: GraphedStep | None = None  # trainer.cuda_graphs: set per fit (setup)
+        self._l2_feed: tuple[torch.Tensor, torch.Tensor] | None = None  # the l2 coefficients a graph reads
         self.set_teacher(None)
         if self.task == "classification":
             n_cls = self.net.output_dim
@@ -259,6 +264,8 @@ class StackModule(pl.LightningModule):
                 raise ValueError(f"teacher maps {teacher.input_dim} -> {teacher.output_dim}, the network {self.net.input_dim} -> {self.net.output_dim}")
             teacher = teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)
+        if self._graphed is not None:  # a captured step reads the old teacher
+            self._graphed.reset()
 
     def teacher_loss(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Distance of ``out`` to the teacher's outputs on ``x``: KL between the class
@@ -280,13 +287,15 @@ class StackModule(pl.LightningModule):
         """The explicit l2 term at the current epoch's coefficients (bottleneck biases excluded):
         ``l2 * sum |p|^2`` over the non-linear parameters plus ``l2_affine * sum |p|^2`` over the
         skip paths' parameters. Each group's squared norms come from one multi-tensor
-        ``_foreach_norm`` (one kernel on CUDA instead of two per parameter)."""
+        ``_foreach_norm`` (one kernel on CUDA instead of two per parameter). In a graphed fit the
+        coefficients are device tensors (both terms always computed: the graph reads the tensors)."""
         total = self.net.stacks[0].W.bias.new_zeros(())
         stacks = self.net.stacks
-        if self.l2_coef:
-            total = total + self.l2_coef * _sum_of_squares([p for s in stacks for p in s.nonlinear_parameters()])
-        if self.l2_affine_coef:
-            total = total + self.l2_affine_coef * _sum_of_squares([p for s in stacks if s.skip != "none" for p in s.affine_parameters()])
+        l2, l2_affine = self._l2_feed or (self.l2_coef, self.l2_affine_coef)
+        if torch.is_tensor(l2) or l2:
+            total = total + l2 * _sum_of_squares([p for s in stacks for p in s.nonlinear_parameters()])
+        if torch.is_tensor(l2_affine) or l2_affine:
+            total = total + l2_affine * _sum_of_squares([p for s in stacks if s.skip != "none" for p in s.affine_parameters()])
         return total
 
     # ------------------------------------------------------------------ optimizer and schedule
@@ -314,26 +323,55 @@ class StackModule(pl.LightningModule):
         scaled_clip = t is not None and bool(t.gradient_clip_val) and "16-mixed" in str(t.precision)
         on_cuda = bool(groups) and all(p.is_cuda for g in groups for p in g["params"])
         fused = {"fused": True} if on_cuda and not scaled_clip else {}
+        if self._graphed is not None:
+            fused = self._graphed.optimizer_options()  # fused and capturable
         opt = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, **fused)
         if self.pending_optimizer_state:  # carried over a reduction (reduce.optimizer_state=carry)
             for name, p in self.net.named_parameters():
                 if name in self.pending_optimizer_state:
                     opt.state[p] = {k: (v.to(p.device) if torch.is_tensor(v) else v) for k, v in self.pending_optimizer_state[name].items()}
             self.pending_optimizer_state = {}
+        if self._graphed is not None:
+            self._graphed.prepare(opt)  # learning rates as device tensors the graph reads; a new graph
         return opt
 
     def apply_schedule(self, epoch: int) -> None:
         """Set this epoch's l2 coefficients and LRs (batch size is the DataModule's job)."""
         s = self.schedule.at(epoch)
         self.l2_coef, self.l2_affine_coef = s.l2, s.l2_affine
+        if self._l2_feed is not None:  # a graphed fit: the tensors the graph reads, filled in place
+            for t, value in zip(self._l2_feed, (s.l2, s.l2_affine), strict=True):
+                t.fill_(value)
         if self._trainer is not None:
             for opt in self.trainer.optimizers:
                 for g in opt.param_groups:
-                    g["lr"] = g.get("base_lr", g["lr"]) * s.lr_mult
+                    set_lr(g, g.get("base_lr", g["lr"]) * s.lr_mult)
+
+    def setup(self, stage: str) -> None:
+        """Before a fit: ``trainer.cuda_graphs`` checked against the Trainer (ConfigError naming the
+        fix, before training) and the optimization mode it takes (manual for a graphed step)."""
+        if stage != "fit":
+            return
+        graphs = bool(self.cfg.trainer.cuda_graphs)
+        if graphs:
+            check_trainer(self.trainer, str(self.cfg.trainer.compile))
+        self._graphed = GraphedStep() if graphs else None
+        self.automatic_optimization = not graphs
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self._graphed is not None:
+            self._graphed.reset()  # the graph's memory goes with the fit
+            self._l2_feed = None
 
     def on_fit_start(self) -> None:
         # resolved once per fit (a shift without images fails here, before the first step), not per step
         self._shift_layout = self.image_layout() if self.cfg.augment.shift > 0 else None
+        if self._graphed is not None:  # what the graph reads besides the optimizer's tensors, on the device
+            self._l2_feed = (self.net.stacks[0].W.bias.new_zeros(()), self.net.stacks[0].W.bias.new_zeros(()))
+            for part in (self.teacher, self.teacher_inputs):
+                if part is not None:
+                    part.to(self.device)
+            self._graphed.reset()
         if self.__dict__.get("_compiled_net") is not self.net:  # compiled after the move to the device
             self.compile_network()
             object.__setattr__(self, "_compiled_net", self.net)
@@ -354,6 +392,10 @@ class StackModule(pl.LightningModule):
             raise TrainingDiverged(
                 f"the training loss, the weights or the validation outputs became NaN or infinite in epoch {self.current_epoch}: training stopped (the last good "
                 "checkpoint, if any, is kept); lower optim.lr, check the data for NaN/Inf, or check init_from")
+
+    def on_train_start(self) -> None:
+        if self._trainer is not None:  # resumed from a checkpoint of the other optimization mode
+            carry_step_count(self.trainer, manual=not self.automatic_optimization)
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
@@ -393,21 +435,36 @@ class StackModule(pl.LightningModule):
         layout = self._shift_layout or self.image_layout()  # outside a fit: resolved here
         return random_shift(x, layout, int(a.shift), float(a.fill))
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        x = self.augment_inputs(x)  # the teacher below sees the same moved images
+    def loss_parts(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A training batch's ``loss`` (the data loss, mixed with the distillation term when
+        ``distill.weight`` > 0, plus the l2 term) and its parts: ``out`` (the outputs), ``l2``,
+        ``distill`` (with a teacher). ``x`` is the batch as trained on (after ``augment``)."""
         out = self(x)
         data = self.data_loss(out, y)
-        logged = {}
+        parts = {"out": out}
         w = self.distill_weight
         if w > 0:
-            distill = self.teacher_loss(out, x)
-            data = (1 - w) * data + w * distill
-            logged[names.TRAIN_DISTILL] = distill
-        l2 = self.l2_penalty()
-        loss = data + l2
+            parts["distill"] = self.teacher_loss(out, x)  # the teacher sees the same moved images
+            data = (1 - w) * data + w * parts["distill"]
+        parts["l2"] = self.l2_penalty()
+        parts["loss"] = data + parts["l2"]
+        return parts
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        x = self.augment_inputs(x)  # outside a graph: a random shift is drawn per step
+        logging = self._is_logging_step()  # before the step: it counts the step being taken
+        parts = None
+        if self._graphed is not None:  # replayed (None: this batch runs eagerly, e.g. an epoch's last, smaller one)
+            parts = self._graphed.step(self.optimizers(), self.loss_parts, x, y, first=batch_idx == 0)
+        if parts is None:
+            parts = self.loss_parts(x, y)
+            if self._graphed is not None:
+                self._graphed.eager_step(self.optimizers(), parts["loss"], self.manual_backward)
+        loss, out = parts["loss"], parts["out"]
         self._nonfinite |= ~torch.isfinite(loss.detach())  # checked once per epoch: no host sync per step
-        if self._is_logging_step():
+        if logging:
+            logged = {names.TRAIN_DISTILL: parts["distill"]} if "distill" in parts else {}
             with torch.no_grad():
                 if self.task == "classification":
                     logged[names.TRAIN_ACC] = (out.argmax(1) == y).float().mean()
@@ -415,7 +472,7 @@ class StackModule(pl.LightningModule):
                     logged[names.TRAIN_MSE] = (out - targets_for(out, y, self.task)).pow(2).sum(1).mean()
             logged.update(names.neuron_metrics(self.net.widths))
             self.log(names.TRAIN_LOSS, loss, on_step=True, on_epoch=False, prog_bar=True)
-            self.log_dict({names.TRAIN_L2: l2, **logged}, on_step=True, on_epoch=False)
+            self.log_dict({names.TRAIN_L2: parts["l2"], **logged}, on_step=True, on_epoch=False)
         return loss
 
     def _is_logging_step(self) -> bool:
@@ -465,6 +522,8 @@ class StackModule(pl.LightningModule):
         if report is not None:
             self.history.append(report)
         self.hparams[ARCH_KEY] = net.architecture()
+        if self._graphed is not None:  # a captured step holds the old parameters
+            self._graphed.reset()
         if self.__dict__.get("_compiled") is not None:  # a compiled forward holds the old network
             self.compile_network()
             object.__setattr__(self, "_compiled_net", net)

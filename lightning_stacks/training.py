@@ -53,7 +53,7 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
 
     t = cfg.trainer
     out = Path(cfg.out_dir)
-    check_accelerator(t.accelerator)
+    check_accelerator(t.accelerator, t.cuda_graphs)
     devices = parse_devices(t.devices)
     ckpt = AtomicLastCheckpoint(ckpt_dir or out / "checkpoints")
     bars = {"epochs": lambda: EpochProgressBar(desc), "rich": RichProgressBar, "tqdm": lambda: TQDMProgressBar(refresh_rate=20)}
@@ -77,14 +77,22 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, logger=None,
         raise ConfigError(f"Lightning refused the trainer settings (accelerator={t.accelerator}, devices={t.devices}, "
                           f"strategy={t.strategy}, num_nodes={t.num_nodes}, precision={t.precision}): {one_line(err)}; "
                           "fix those trainer.* keys") from None
+    if t.cuda_graphs:  # the Trainer's real device and strategy (StackModule.setup checks again)
+        from .graphed_step import check_trainer
+
+        check_trainer(trainer, str(t.compile))
     steps = steps_per_epoch(trainer.world_size) if callable(steps_per_epoch) else steps_per_epoch
     if steps and "log_every_n_steps" not in overrides:  # each rank's epoch: the world size is known only now
         trainer.log_every_n_steps = max(1, min(t.log_every_n_steps, steps))
     return trainer
 
 
-def check_accelerator(accelerator: str) -> None:
-    """Refuse a GPU accelerator on a machine without one (before Lightning's own error)."""
+def check_accelerator(accelerator: str, cuda_graphs: bool = False) -> None:
+    """Refuse a GPU accelerator, or ``trainer.cuda_graphs``, on a machine without one (before
+    Lightning's own error, and before the data is read)."""
+    if cuda_graphs and not torch.cuda.is_available():
+        raise ConfigError("trainer.cuda_graphs=true needs a CUDA device; this machine has none: train on a GPU machine "
+                          "or set trainer.cuda_graphs=false")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         mps = getattr(torch.backends, "mps", None)
         if accelerator == "cuda" or mps is None or not mps.is_available():
@@ -225,7 +233,7 @@ def run_training(cfg: DictConfig) -> tuple[StackModule, dict[str, float], pl.Tra
         from .checkpoint import read_resume_checkpoint
 
         read_resume_checkpoint(ckpt_path)  # refuse a damaged, foreign or diverged file before Lightning reads it
-    check_accelerator(cfg.trainer.accelerator)
+    check_accelerator(cfg.trainer.accelerator, cfg.trainer.cuda_graphs)
     dm = build_datamodule(cfg.data, seed=cfg.seed)
     module = initial_module(cfg, dm)
     if cfg.augment.shift > 0:

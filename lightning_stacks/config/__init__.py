@@ -40,7 +40,14 @@ from .sections import (
     ScheduleConfig,
     TrainerConfig,
 )
-from .validate import reduce_config, round_config, round_epochs, validate, validate_reduce
+from .validate import (
+    cuda_graphs_refusal,
+    reduce_config,
+    round_config,
+    round_epochs,
+    validate,
+    validate_reduce,
+)
 
 __all__ = [
     "ACCELERATORS", "COMPILE_MODES", "DATASETS", "DATA_DEVICES", "DATA_TASKS", "FILE_DATASETS", "LOGGERS",
@@ -48,6 +55,6 @@ __all__ = [
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "GroupSparsityConfig",
     "LayerSparsityConfig", "LoggerConfig", "ModelConfig", "OptimConfig", "PruningConfig", "ReduceConfig",
     "RoundConfig", "ScheduleConfig", "TrainerConfig",
-    "default_rounds", "from_container", "load_config", "reduce_config", "round_config", "round_epochs",
+    "cuda_graphs_refusal", "default_rounds", "from_container", "load_config", "reduce_config", "round_config", "round_epochs",
     "to_container", "validate", "validate_reduce",
 ]

@@ -163,10 +163,66 @@ def validate(cfg: DictConfig) -> None:
     if au.shift < 0 or not math.isfinite(au.fill) or any(n < 1 for n in au.image_shape) or len(au.image_shape) not in (0, 2, 3):
         raise ConfigError(f"augment: need shift >= 0, a finite fill and image_shape [] or [H, W] or [C, H, W] of positive sizes, "
                           f"got shift={au.shift}, fill={au.fill}, image_shape={list(au.image_shape)}")
+    if cfg.trainer.cuda_graphs:
+        _check_cuda_graphs(cfg)
     validate_reduce(cfg.reduce)
     if cfg.reduce.after_training and cfg.rounds:
         raise ConfigError("reduce.after_training is for a single fit (rounds=[]): a job with rounds reduces in each "
                           "round (rounds[i].reduce), so drop reduce.after_training or set rounds=[]")
+
+
+CUDA_GRAPHS_OFF = "or set trainer.cuda_graphs=false"
+
+
+def cuda_graphs_refusal(device: str | None, devices: str | None, precision: str, clip: float, compile_mode: str) -> str | None:
+    """Why ``trainer.cuda_graphs=true`` cannot train with these settings (one line naming the fix),
+    or None. ``device``: the device type the fit runs on (None: not known yet); ``devices``: what
+    spreads it over more than one device (None: a single device); the rest as the Trainer has them."""
+    if device is not None and device != "cuda":
+        return (f"trainer.cuda_graphs=true needs a CUDA device; this fit runs on {device}: train on a GPU "
+                f"(trainer.accelerator=gpu) {CUDA_GRAPHS_OFF}")
+    if devices is not None:
+        return (f"trainer.cuda_graphs=true needs a single device, not {devices}: set trainer.devices=1 and "
+                f"trainer.strategy=auto, {CUDA_GRAPHS_OFF}")
+    if str(precision) not in ("32-true", "32"):
+        return f"trainer.cuda_graphs=true needs trainer.precision=32-true, not {precision}: set it, {CUDA_GRAPHS_OFF}"
+    if clip:
+        return (f"trainer.cuda_graphs=true cannot clip gradients (trainer.gradient_clip_val={clip}): the whole step is "
+                f"one captured graph; set trainer.gradient_clip_val=0 {CUDA_GRAPHS_OFF}")
+    if compile_mode != "none":
+        return (f"trainer.cuda_graphs=true captures the step itself: set trainer.compile=none (not {compile_mode}) "
+                f"{CUDA_GRAPHS_OFF}")
+    return None
+
+
+def _device_count(devices: str) -> int | None:
+    """How many devices ``trainer.devices`` names (None: ``auto``, ``-1`` or not a count)."""
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    try:
+        n = int(text)
+    except ValueError:
+        return None
+    return n if n >= 0 else None
+
+
+def _check_cuda_graphs(cfg: DictConfig) -> None:
+    """``trainer.cuda_graphs=true`` against what the config alone settles (the Trainer's real
+    device and strategy are checked again when the fit starts)."""
+    t = cfg.trainer
+    device = None if t.accelerator in ("auto", "gpu", "cuda") else t.accelerator
+    spread = [f"trainer.strategy={t.strategy}"] if t.strategy not in ("auto", "single_device") else []
+    count = _device_count(t.devices)
+    spread += [f"trainer.devices={t.devices}"] if count is not None and count > 1 else []
+    spread += [f"trainer.num_nodes={t.num_nodes}"] if t.num_nodes != 1 else []
+    why = cuda_graphs_refusal(device, spread[0] if spread else None, str(t.precision), t.gradient_clip_val, t.compile)
+    pr = cfg.pruning
+    if why is None and (pr.sparsity or pr.compression):
+        why = ("trainer.cuda_graphs=true cannot follow pruning's masks (torch.nn.utils.prune re-parametrizes the weights "
+               f"during the fit): set pruning.sparsity=0 and pruning.compression=0, {CUDA_GRAPHS_OFF}")
+    if why:
+        raise ConfigError(why)
 
 
 def validate_reduce(r: DictConfig, prefix: str = "reduce.") -> None:
