@@ -1,6 +1,6 @@
 """One epoch of the MNIST 3x1024 (d=16) network: StackModule + Trainer vs a plain PyTorch loop.
 
-    python bench/train_throughput.py [--repeats 2] [--batch-size 128 1024] [--accelerator cpu|gpu]
+    python bench/train_throughput.py [--repeats 2] [--batch-size 128 1024] [--accelerator cpu|gpu] [--cuda-graphs]
 
 Same model class, data, loader, batch order, loss (data + l2) and Adam param groups on both sides;
 the Trainer runs without logger, progress bar, validation or checkpointing (what is measured is
@@ -8,7 +8,8 @@ the loop). With ``--accelerator gpu`` both sides draw their batches from the tra
 on the GPU (a device-side permutation, as ``data.device=auto`` does) and use fused Adam, so the
 plain loop is the fastest eager loop this model allows. Each side runs ``--repeats`` epochs,
 alternating, and the fastest epoch of each counts. One line per batch size:
-``ratio=<lightning/plain> batch=<B>`` (target <= 1.15).
+``ratio=<lightning/plain> batch=<B>``. ``--cuda-graphs`` (CUDA only): the Lightning side trains
+with ``trainer.cuda_graphs=true`` (its first epoch pays the capture; the fastest epoch counts).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def lightning_epoch(module: StackModule, dm, accelerator: str) -> None:
 
 
 def measure(batch: int, args, device: torch.device) -> tuple[list[float], list[float], int]:
-    cfg = load_config(ROOT / "configs" / "mnist.yaml", [f"data.root={mnist_root()}", "trainer.max_epochs=1",
+    extra = ["trainer.cuda_graphs=true", "trainer.accelerator=gpu", "trainer.devices=1"] if args.cuda_graphs else []
+    cfg = load_config(ROOT / "configs" / "mnist.yaml", [*extra, f"data.root={mnist_root()}", "trainer.max_epochs=1",
                       f"schedule.batch_start={batch}", f"schedule.batch_end={batch}",
                       "schedule.warmup_epochs=0", "schedule.l2_start=1e-4", "schedule.l2_end=1e-4"])
     pl.seed_everything(0, verbose=False)
@@ -73,7 +75,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--batch-size", type=int, nargs="+", default=[128, 1024])
     p.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--cuda-graphs", action="store_true", help="the Lightning side replays its step as a CUDA graph")
     args = p.parse_args()
+    if args.cuda_graphs and args.accelerator != "gpu":
+        raise SystemExit("--cuda-graphs needs --accelerator gpu")
     if args.accelerator == "gpu" and not torch.cuda.is_available():
         raise SystemExit("--accelerator gpu but CUDA is not available")
     device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")

@@ -14,7 +14,7 @@ class TargetError(LightningStacksError):
 
 
 @torch.no_grad()
-def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+def predict(net: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
     """Chunked forward pass on the net's device; returns outputs on that device, (N, d_J)."""
     device = next(net.parameters()).device
     outs = [net(x[i : i + batch_size].to(device)) for i in range(0, x.shape[0], batch_size)]
@@ -101,7 +101,7 @@ class MetricSum:
 
 
 @torch.no_grad()
-def evaluate_source(net: nn.Module, source: Source, task: str, batch_size: int = 8192) -> float:
+def evaluate_source(net: nn.Module, source: Source, task: str, batch_size: int = 2048) -> float:
     """The task's metric of ``net`` over every (x, y) batch of ``source``.
 
     Accuracy is correct / total; MSE is the per-sample squared error summed over outputs,

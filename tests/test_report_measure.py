@@ -5,6 +5,7 @@ a step that changed nothing, and ``report="final"`` measuring the full and the f
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -85,3 +86,75 @@ def test_report_final_measures_only_the_full_and_the_final_network():
     assert final.eval_seconds <= every.eval_seconds + 0.5
     with pytest.raises(ReductionError, match="report='all' is not one of: steps, final"):
         reduce_network(net, x, ReduceSettings(report="all"), task="classification")
+
+
+def test_step_one_takes_the_full_rows_pass_and_its_time(monkeypatch):
+    """The full network's row scans once for its outputs, its metric and step 1's ranges: step 1
+    makes no pass of its own, finds what a separate scan finds, and its seconds include the pass."""
+    import lightning_stacks.reduction.run as run_mod
+    import lightning_stacks.reduction.steps as steps_mod
+
+    net, x, y = trained_net()
+    settings = ReduceSettings(tolerances=[0.05, 0.05], clusters=[10, 8], seed=0)
+    plain, plain_report = reduce_network(net, x, settings, "classification")
+    calls = []
+    for mod in (run_mod, steps_mod):
+        real = mod.network_ranges
+        monkeypatch.setattr(mod, "network_ranges", lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    reduced, report = reduce_network(net, x, settings, "classification", evaluate={"train": (x, y)})
+    assert calls == []  # no scan beyond the full row's pass
+    assert [s.widths for s in report.steps] == [s.widths for s in plain_report.steps]
+    for a, b in zip(reduced.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    outside = next(s for s in report.steps if s.step == "outside")
+    assert outside.details == next(s for s in plain_report.steps if s.step == "outside").details
+    assert outside.seconds > 0 and report.eval_seconds >= 0
+    # without the outside step the full row makes no scan at all
+    off, _ = reduce_network(net, x, ReduceSettings(tolerances=[0.05, 0.05], clusters=[10, 8], seed=0, outside=False),
+                            "classification", evaluate={"train": (x, y)})
+    assert calls == []
+
+
+def test_all_finite_reads_the_sum_and_checks_entries_only_when_it_overflows():
+    from lightning_stacks.batches import all_finite
+
+    assert all_finite(torch.zeros(0, 3)) and all_finite(torch.rand(100, 4))
+    big = torch.full((10, 3), 3e38)  # finite entries whose float32 sum overflows
+    assert not bool(torch.isfinite(big.sum())) and all_finite(big)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.rand(50, 4)
+        x[7, 2] = bad
+        assert not all_finite(x)
+    x = torch.rand(50, 4)
+    x[1, 1], x[2, 2] = float("inf"), -float("inf")  # their sum is nan, still refused
+    assert not all_finite(x)
+
+
+def test_rows_that_keep_original_first_stack_neurons_read_its_kept_activations():
+    """A row whose first stack keeps original neurons (steps 1 and 2) is measured from the first
+    stack's activations kept by the full row's pass: the same change and metric as a fresh pass."""
+    from lightning_stacks.reduction.stacks import first_stack_weights, scan_with_outputs
+
+    net, x, y = trained_net()
+    st = stack_weights(net)
+    cache, acts = [], []
+    scan_with_outputs(st, x, cache, "classification", y, acts)
+    assert len(acts) == len(cache) and acts[0].shape[1] == st[0].n and bool((acts[0] >= 0).all())
+    # removed neurons (a subset, as steps 1-2 leave it) and a skip path changed too
+    kept = [s.keep(torch.arange(s.n) % 3 != 0) for s in st]
+    kept[0] = replace(kept[0], A2=kept[0].A2 * 1.5)
+    assert first_stack_weights(st[0], kept[0]) is not None
+    got = output_pass(st, kept, x, list(cache), "classification", y, acts=acts)
+    fresh = output_pass(st, kept, x, None, "classification", y)
+    assert got[0] == pytest.approx(fresh[0], rel=1e-5) and got[1] == fresh[1]
+    # an incoming weight changed or a merged (new) neuron: no shortcut
+    V = kept[0].V.clone()
+    V[0, 0] += 1.0
+    moved_v = [replace(kept[0], V=V)] + kept[1:]
+    assert first_stack_weights(st[0], moved_v[0]) is None
+    ids = kept[0].ids.clone()
+    ids[0] = -1
+    merged = [replace(kept[0], ids=ids)] + kept[1:]
+    assert first_stack_weights(st[0], merged[0]) is None
+    got = output_pass(st, moved_v, x, list(cache), acts=acts)
+    assert got[0] == pytest.approx(output_pass(st, moved_v, x)[0], rel=1e-6)

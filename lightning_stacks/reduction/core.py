@@ -17,8 +17,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-# The scan of pre-activations materialises (chunk, n) blocks; this bounds one block's bytes.
+# The scan of pre-activations materialises (chunk, n) blocks; this bounds one block's bytes. On
+# the CPU small blocks stay in cache between the matmul, the min/max and the next product (1024
+# rows at n = 1024, ~15% faster than 4096); on an accelerator large blocks mean few kernel launches.
 SCAN_BLOCK_BYTES = 256 * 2**20
+SCAN_BLOCK_BYTES_CPU = 4 * 2**20
+
+
+def scan_block_bytes(device: torch.device) -> int:
+    """Bytes of one (chunk, n) block of the scan on ``device``."""
+    return SCAN_BLOCK_BYTES_CPU if device.type == "cpu" else SCAN_BLOCK_BYTES
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,9 @@ class StackWeights:
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Stack output for z (B, d_in) -> (B, d_out); the reference the module must match."""
-        out = torch.relu(z @ self.V.T + self.b) @ self.W.T + self.c
+        out = torch.addmm(self.c, torch.addmm(self.b, z, self.V.T).clamp_min_(0), self.W.T)  # fused: no (B, n) temporaries
         if self.skip != "none":
-            out = out + z @ self.affine_matrix().T
+            out.addmm_(z, self.affine_matrix().T)
         return out
 
     def keep(self, mask: torch.Tensor) -> StackWeights:
@@ -94,7 +102,7 @@ def preactivation_range(V: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, chunk
 
     Args:
         V: (n, d_in), b: (n,), Z: (N, d_in) on the same device.
-        chunk: rows per block; default keeps a block under ``SCAN_BLOCK_BYTES``.
+        chunk: rows per block; default keeps a block under :func:`scan_block_bytes`.
         on_block: called as ``on_block(H, z)`` with each block's pre-activations H (B, n) and
             inputs z (B, d_in), e.g. to compute the stack's outputs in the same pass. It may
             modify H in place (it is not used afterwards).
@@ -109,13 +117,13 @@ def preactivation_range(V: torch.Tensor, b: torch.Tensor, Z: torch.Tensor, chunk
     hmax = torch.full((n,), -math.inf, dtype=V.dtype, device=V.device)
     if n == 0 and on_block is None:
         return hmin, hmax
-    chunk = chunk or max(1, SCAN_BLOCK_BYTES // (max(n, 1) * V.element_size()))
+    chunk = chunk or max(1, scan_block_bytes(V.device) // (max(n, 1) * V.element_size()))
     for i in range(0, Z.shape[0], chunk):
         z = Z[i : i + chunk].to(V.device, V.dtype)
         H = torch.addmm(b, z, V.T)  # (B, n)
-        if n:
-            hmin = torch.minimum(hmin, H.amin(0))
-            hmax = torch.maximum(hmax, H.amax(0))
+        if n:  # amin and amax, not aminmax: on the CPU its column reduction is ~8x slower than both
+            torch.minimum(hmin, H.amin(0), out=hmin)
+            torch.maximum(hmax, H.amax(0), out=hmax)
         if on_block is not None:
             on_block(H, z)
     return hmin, hmax

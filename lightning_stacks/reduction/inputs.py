@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..batches import Source, iter_inputs
+from ..batches import Source, all_finite, iter_inputs
 from ..evaluation import is_probability_rows
 from .settings import ReductionError
 
@@ -38,7 +38,7 @@ def check_inputs(x, width: int, name: str) -> None:
         raise ReductionError(f"{name} must have shape (N, {width}) for this network, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ReductionError(f"{name} holds {x.dtype} values; give floating-point inputs (e.g. x.float())")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ReductionError(f"{name} holds NaN or infinite values; remove or fix those rows")
 
 

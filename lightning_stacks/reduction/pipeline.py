@@ -143,7 +143,8 @@ def reduce_network(
     report = ReductionReport(task=task, settings=asdict(settings))
     # original outputs per block are kept for inputs already in memory (as big as the inputs'
     # outputs); a streamed source recomputes them per batch instead
-    meter = StepMeter(run.stacks, run.checked, streamed and run.checked is x_check, evaluate, task, settings.report == "steps")
+    meter = StepMeter(run.stacks, run.checked, streamed and run.checked is x_check, evaluate, task, settings.report == "steps",
+                      prescan=settings.outside)
 
     def record(step: str, current, seconds: float, details: list[dict]) -> None:
         t0 = time.perf_counter()
@@ -157,12 +158,16 @@ def reduce_network(
             log(rec)
 
     record("full", run.stacks, 0.0, [])
+    if meter.scan is not None:  # the full row's pass made step 1's scan: step 1 takes it (and its time)
+        run.scan = (run.stacks, *meter.scan, meter.scan_seconds)
     for step in STEPS:
         t0 = time.perf_counter()
         rows = step(run)
+        borrowed, run.borrowed = run.borrowed, 0.0  # the report's pass that did this step's scan
+        report.eval_seconds -= borrowed
         if rows is None:
             continue
-        dt = time.perf_counter() - t0
+        dt = time.perf_counter() - t0 + borrowed
         report.reduce_seconds += dt
         for name, stacks, details in rows:
             record(name, stacks, dt / len(rows), details)

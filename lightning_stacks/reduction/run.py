@@ -11,7 +11,7 @@ import torch
 from ..batches import Source, iter_pairs, reservoir_sample
 from .core import StackWeights
 from .settings import Form, ReduceSettings, ReductionError
-from .stacks import Fit
+from .stacks import Fit, Ranges, network_ranges
 
 
 @dataclass
@@ -33,6 +33,9 @@ class ReductionRun:
         chosen: the settings automatic mode chose (for the report).
         form: how the result is deployed (whether a step may add a skip path; its parameter count).
         head: network outputs on ``x_ref`` -> what the metric reads (None: the outputs themselves).
+        scan: (stacks, step-1 ranges, rows, seconds) of a pass the report already made over the
+            checked inputs; :meth:`ranges_of` hands it to step 1 and moves its seconds to
+            ``borrowed`` (the driver counts them as that step's time).
     """
 
     settings: ReduceSettings
@@ -52,6 +55,8 @@ class ReductionRun:
     head: Any = None
     chosen: dict = field(default_factory=dict)
     held: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    scan: tuple | None = None
+    borrowed: float = 0.0
 
     def __post_init__(self) -> None:
         s, x = self.settings, self.source
@@ -66,6 +71,15 @@ class ReductionRun:
             self.held = {"x": self.checked, "y": None}
         else:
             self.checked = x
+
+    def ranges_of(self, stacks: list[StackWeights]) -> tuple[Ranges, int]:
+        """Step 1's (ranges, rows) of ``stacks`` on the checked inputs: the report's pass when it
+        was over these very stacks, else a new scan."""
+        if self.scan is not None and self.scan[0] is stacks:
+            _, ranges, rows, seconds = self.scan
+            self.scan, self.borrowed = None, self.borrowed + seconds
+            return ranges, rows
+        return network_ranges(stacks, self.checked)
 
     def in_memory(self) -> torch.Tensor:
         """The checked inputs as one device tensor (plus their labels in ``held["y"]`` when the

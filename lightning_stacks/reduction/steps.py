@@ -28,7 +28,7 @@ from .core import (
 )
 from .inputs import all_nonnegative
 from .run import ReductionRun
-from .stacks import Fit, moved, network_ranges, run_stacks
+from .stacks import Fit, Ranges, moved, network_ranges, run_stacks
 
 Row = tuple[str, list[StackWeights], list[dict]]  # (step name, the stacks after it, per-stack details)
 
@@ -39,13 +39,14 @@ def outside_masks(stacks: list[StackWeights], x: Source) -> list[tuple[torch.Ten
     return [find_outside_neurons(hmin, hmax) for hmin, hmax in network_ranges(stacks, x)[0]]
 
 
-def step_outside(stacks: list[StackWeights], x: Source, chunk: int | None = None,
-                 allow_skip: bool = True) -> tuple[list[StackWeights], list[dict]]:
+def step_outside(stacks: list[StackWeights], x: Source, chunk: int | None = None, allow_skip: bool = True,
+                 scanned: tuple[Ranges, int] | None = None) -> tuple[list[StackWeights], list[dict]]:
     """Step 1 on every stack, checking the inputs x: a tensor (N, d_0) or a streamed source
-    (one pass, see :func:`network_ranges`). ``allow_skip=False`` (a plain MLP's form): always-active
-    neurons fold into fewer always-active neurons instead of a skip path
-    (:func:`~.core.fold_always_active_plain`), and only where that removes neurons."""
-    ranges, rows = network_ranges(stacks, x, chunk)
+    (one pass, see :func:`network_ranges`; ``scanned``: that pass's (ranges, rows), already made).
+    ``allow_skip=False`` (a plain MLP's form): always-active neurons fold into fewer always-active
+    neurons instead of a skip path (:func:`~.core.fold_always_active_plain`), and only where that
+    removes neurons."""
+    ranges, rows = scanned if scanned is not None else network_ranges(stacks, x, chunk)
     out, details = [], []
     for j, (st, (hmin, hmax)) in enumerate(zip(stacks, ranges, strict=True)):
         dead, active = find_outside_neurons(hmin, hmax)
@@ -171,11 +172,12 @@ def outside(run: ReductionRun) -> list[Row] | None:
     """Step 1 on the checked inputs; with ``tighten``, how many of its decisions hold on the domain."""
     if not run.settings.outside:
         return None
-    stacks, details = step_outside(run.stacks, run.checked, allow_skip=run.form.allow_skip)
+    scanned = run.ranges_of(run.stacks)
+    stacks, details = step_outside(run.stacks, run.checked, allow_skip=run.form.allow_skip, scanned=scanned)
     if run.settings.tighten:
         from ..methods.stable_units import certified_folds
 
-        masks = outside_masks(run.stacks, run.checked)
+        masks = [find_outside_neurons(hmin, hmax) for hmin, hmax in scanned[0]]
         tight = certified_folds([moved(st, "cpu", torch.float64) for st in run.stacks], [m[0].cpu() for m in masks],
                                 [m[1].cpu() for m in masks], *run.settings.domain, **_milp(run))
         for d, t in zip(details, tight["stacks"], strict=True):
