@@ -1,12 +1,19 @@
 """lightning_stacks: Deep Stack Networks trained with PyTorch Lightning and shrunk by the
 function-preserving Reduction Algorithm."""
 
+import warnings
+
 from .config import Config, ConfigError, load_config
 from .model import DeepStackNetwork, Stack
 from .schedule import Schedule
 
 __all__ = ["Config", "ConfigError", "DeepStackNetwork", "L2Schedule", "ReductionCallback", "Schedule", "Stack", "StackModule",
            "export_model", "load_config", "load_reduced_checkpoint", "reduce_block", "reduce_network"]
+
+# Lightning 2.6's pytree helper builds torch's LeafSpec, which newer torch marks deprecated: a
+# FutureWarning on every fit (ours or a user's Trainer with our callbacks) from the pairing of the
+# two releases, nothing this package can change.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 _LAZY = {  # these pull in Lightning / scikit-learn: imported only when asked for
     "StackModule": ("module", "StackModule"),

@@ -5,7 +5,6 @@ Kept separate from the CLI so tests and other drivers build exactly the same Tra
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -21,10 +20,6 @@ from .errors import one_line
 from .loggers import build_logger, log_summary
 from .module import StackModule, load_module
 from .rundir import check_out_dir, is_launch_rank_zero
-
-# Lightning 2.6's pytree helper builds torch's LeafSpec, which newer torch marks deprecated: a
-# FutureWarning on every fit from the pairing of the two releases, nothing this package can change.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def parse_devices(devices: str):

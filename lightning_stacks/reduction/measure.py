@@ -15,7 +15,14 @@ from ..batches import Source, is_streamed
 from ..evaluation import evaluate_source
 from ..model import DeepStackNetwork
 from .core import StackWeights
-from .stacks import ACTS_CACHE_BYTES, Ranges, build_network, output_pass, same_network, scan_with_outputs
+from .stacks import (
+    ACTS_CACHE_BYTES,
+    Ranges,
+    build_network,
+    output_pass,
+    same_network,
+    scan_with_outputs,
+)
 
 Evaluator = Callable[[DeepStackNetwork], dict[str, float]]
 
