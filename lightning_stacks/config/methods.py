@@ -27,7 +27,9 @@ class ReduceConfig:
     ``kmeans``: step 3's weighted k-means: ``torch`` (on the reduction's device) or ``sklearn``
     (scikit-learn on the CPU, the reference implementation).
     ``report``: ``steps`` measures every row of the reduction's table (output change, metrics on
-    every split); ``final`` only the full network and the final one (less time on large data).
+    every split; the full network's row shares step 1's pass, and rows that keep the first
+    stack's original neurons reuse its activations when they fit in 1 GiB); ``final`` only the
+    full network and the final one (less time on large data).
     ``output``: path of the reduced checkpoint (empty = ``<input>_reduced.ckpt``).
     ``after_training``: ``train.py`` reduces its final network and writes ``final_reduced.ckpt``.
     ``optimizer_state``: what the next round's Adam starts from: ``reset`` (fresh state) or
