@@ -158,3 +158,20 @@ def test_rows_that_keep_original_first_stack_neurons_read_its_kept_activations()
     assert first_stack_weights(st[0], merged[0]) is None
     got = output_pass(st, moved_v, x, list(cache), acts=acts)
     assert got[0] == pytest.approx(output_pass(st, moved_v, x)[0], rel=1e-6)
+
+
+def test_first_stack_activations_are_kept_only_within_the_memory_budget(monkeypatch):
+    import lightning_stacks.reduction.stacks as stacks_mod
+
+    st = stack_weights(DeepStackNetwork(6, [40, 30], [5, 4]))[0]  # 40 neurons, float32: 160 bytes a row
+    assert stacks_mod.acts_cache_fits(1000, st)
+    assert not stacks_mod.acts_cache_fits(stacks_mod.ACTS_CACHE_BYTES // 160 + 1, st)  # over 1 GiB
+    monkeypatch.setattr(stacks_mod, "available_bytes", lambda device: 4 * 160 * 999)  # a quarter of it: 999 rows
+    assert stacks_mod.acts_cache_fits(999, st) and not stacks_mod.acts_cache_fits(1000, st)
+    # a meter over inputs that do not fit keeps none
+    monkeypatch.setattr(stacks_mod, "available_bytes", lambda device: 1000)
+    net, x, y = trained_net()
+    from lightning_stacks.reduction.measure import StepMeter
+
+    meter = StepMeter(stack_weights(net), x, False, {"train": (x, y)}, "classification", prescan=True)
+    assert meter.acts is None

@@ -16,8 +16,8 @@ from ..evaluation import evaluate_source
 from ..model import DeepStackNetwork
 from .core import StackWeights
 from .stacks import (
-    ACTS_CACHE_BYTES,
     Ranges,
+    acts_cache_fits,
     build_network,
     output_pass,
     same_network,
@@ -56,7 +56,7 @@ class StepMeter:
         self.cache: list[torch.Tensor] | None = None if streamed else []
         # the first stack's activations on in-memory inputs, when they fit: later rows whose first
         # stack keeps original neurons read them instead of redoing its (N, d_0) x (d_0, n) product
-        fits = isinstance(checked, torch.Tensor) and checked.shape[0] * original[0].n * original[0].V.element_size() <= ACTS_CACHE_BYTES
+        fits = isinstance(checked, torch.Tensor) and acts_cache_fits(checked.shape[0], original[0])
         self.acts: list[torch.Tensor] | None = [] if not streamed and fits else None
         self.fused = None
         if isinstance(evaluate, dict):

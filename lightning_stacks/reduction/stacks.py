@@ -11,6 +11,7 @@ import torch
 
 from ..batches import Source, iter_pairs
 from ..model import DeepStackNetwork
+from ..resources import available_bytes
 from .core import StackWeights, preactivation_range, scan_block_bytes
 
 Fit = tuple[torch.Tensor, list[torch.Tensor]]  # (checked inputs x, original stack outputs on x)
@@ -180,6 +181,14 @@ def same_network(a: list[StackWeights], b: list[StackWeights]) -> bool:
 
 
 ACTS_CACHE_BYTES = 2**30  # the first stack's activations on in-memory checked inputs are kept up to this size
+
+
+def acts_cache_fits(rows: int, stack: StackWeights) -> bool:
+    """Whether the first stack's activations on ``rows`` inputs (rows x n) may be kept: at most
+    ``ACTS_CACHE_BYTES`` and a quarter of the memory free on the stack's device (unknown: 1 GiB)."""
+    need = rows * stack.n * stack.V.element_size()
+    free = available_bytes("cuda" if stack.V.device.type == "cuda" else "cpu") if stack.V.device.type in ("cpu", "cuda") else None
+    return need <= ACTS_CACHE_BYTES and (free is None or need <= free // 4)
 
 
 def first_stack_weights(original: StackWeights, current: StackWeights) -> torch.Tensor | None:
