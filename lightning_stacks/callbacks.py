@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 
 from .blocks import Block, architecture
-from .capture import default_forward, default_targets, model_batches
+from .capture import default_forward, default_targets
 from .checkpoint import CHECKPOINT_KEY, watch_checkpoint_loading
 from .config import ConfigError, reduce_config, to_container
 from .errors import LightningStacksError
@@ -101,16 +100,6 @@ def check_fit(cb: ReductionCallback, trainer: pl.Trainer, blocks: list[Block]) -
     dm = getattr(trainer, "datamodule", None)
     if cb.config.reference == "test" and dm is not None and not has_loader(dm, "test"):
         raise ReductionError("reference='test' but the DataModule defines no test_dataloader")
-
-
-def infer_task(pl_module: pl.LightningModule, train_source, targets=default_targets) -> str:
-    """The module's ``task`` attribute, else integer training labels mean classification."""
-    task = getattr(pl_module, "task", None)
-    if task in ("classification", "regression"):
-        return task
-    for batch in model_batches(train_source):
-        return "regression" if torch.is_floating_point(targets(batch)) else "classification"
-    raise ReductionError("the training data yielded no batch")
 
 
 def resave_last_checkpoints(trainer: pl.Trainer) -> list[str]:
@@ -238,17 +227,23 @@ class ReductionCallback(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        from .fit_checks import decide_task
-
         blocks = resolve_targets(pl_module, self.paths)
         self.paths = [b.name for b in blocks]
         check_fit(self, trainer, blocks)
         nets = [b.network() for b in blocks]
         self._widths = {b.name: net.widths for b, net in zip(blocks, nets, strict=True)}
-        self._task, how = decide_task(self.task, pl_module, trainer, self.forward, self.targets, nets[-1].output_dim)
-        if how.startswith("inferred") and self.verbose and trainer.is_global_zero:
-            print(f"[reduce] task: {self._task} ({how}; give task= to set it)", flush=True)
+        self._task = self._decide_task(trainer, pl_module, nets[-1].output_dim)
         watch_checkpoint_loading(pl_module)
+
+    def _decide_task(self, trainer: pl.Trainer, pl_module: pl.LightningModule, width: int) -> str:
+        """The task (:func:`~.fit_checks.decide_task`: given, the module's, or read from the labels
+        where unambiguous, printed once), refused with the fix otherwise."""
+        from .fit_checks import decide_task
+
+        task, how = decide_task(self.task, pl_module, trainer, self.forward, self.targets, width)
+        if how.startswith("inferred") and self.verbose and trainer.is_global_zero:
+            print(f"[reduce] task: {task} ({how}; give task= to set it)", flush=True)
+        return task
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         if self.paths:
@@ -321,7 +316,9 @@ class ReductionCallback(pl.Callback):
             if "train" not in sources:
                 raise ReductionError("the fit has no training data to reduce on")
             device = None if self.config.device == "auto" else resolve_device(self.config.device)
-            task = self._task or infer_task(pl_module, sources["train"], self.targets)
+            if self._task is None:  # run() outside a fit's setup: decided as setup() does
+                self._task = self._decide_task(trainer, pl_module, resolve_targets(pl_module, self.paths)[-1].network().output_dim)
+            task = self._task
             reference, why = budget_split(None if self.reference_auto else self.config.reference, sources)
             if why and self.verbose and not self.reports:
                 print(f"[reduce] {why}", flush=True)

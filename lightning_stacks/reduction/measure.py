@@ -54,10 +54,11 @@ class StepMeter:
         self.original, self.checked, self.evaluate, self.task, self.every_step = original, checked, evaluate, task, every_step
         self.prescan = prescan
         self.cache: list[torch.Tensor] | None = None if streamed else []
-        # the first stack's activations on in-memory inputs, when they fit: later rows whose first
-        # stack keeps original neurons read them instead of redoing its (N, d_0) x (d_0, n) product
-        fits = isinstance(checked, torch.Tensor) and acts_cache_fits(checked.shape[0], original[0])
-        self.acts: list[torch.Tensor] | None = [] if not streamed and fits else None
+        # the first stack's activations on in-memory inputs, kept by the full row's pass when they
+        # fit: later rows whose first stack keeps original neurons read them instead of redoing
+        # its (N, d_0) x (d_0, n) product
+        keep_acts = prescan and isinstance(checked, torch.Tensor) and acts_cache_fits(checked.shape[0], original[0])
+        self.acts: list[torch.Tensor] | None = [] if keep_acts else None
         self.fused = None
         if isinstance(evaluate, dict):
             if task is None:

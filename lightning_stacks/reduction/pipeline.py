@@ -61,7 +61,7 @@ def reduce_network(
     task: str | None = None,
     y_ref: torch.Tensor | None = None,
     x_ref: torch.Tensor | None = None,
-    evaluate: Evaluator | None = None,
+    evaluate: Evaluator | dict | None = None,
     log: Callable[[StepRecord], None] | None = None,
     head: Callable[[torch.Tensor], torch.Tensor] | None = None,
     form: Form | None = None,

@@ -187,7 +187,8 @@ def acts_cache_fits(rows: int, stack: StackWeights) -> bool:
     """Whether the first stack's activations on ``rows`` inputs (rows x n) may be kept: at most
     ``ACTS_CACHE_BYTES`` and a quarter of the memory free on the stack's device (unknown: 1 GiB)."""
     need = rows * stack.n * stack.V.element_size()
-    free = available_bytes("cuda" if stack.V.device.type == "cuda" else "cpu") if stack.V.device.type in ("cpu", "cuda") else None
+    device = stack.V.device.type
+    free = available_bytes(device) if device in ("cpu", "cuda") else None
     return need <= ACTS_CACHE_BYTES and (free is None or need <= free // 4)
 
 
@@ -242,11 +243,7 @@ def output_pass(original: list[StackWeights], current: list[StackWeights], x: So
     total = MetricSum(task) if task is not None else None
     fill = cache is not None and not cache
     chunk = chunk or scan_chunk(original)  # fixed by the original network: the cache's blocks must not move
-    if isinstance(x, torch.Tensor):
-        blocks = ((x[s : s + chunk].to(ref.device, ref.dtype), None if labels is None else labels[s : s + chunk])
-                  for s in range(0, x.shape[0], chunk))
-    else:
-        blocks = iter_pairs(x, chunk, ref.device, ref.dtype, width=original[0].d_in, need_labels=task is not None)
+    blocks = _blocks(original, x, labels, chunk, task is not None)
     W1 = first_stack_weights(original[0], current[0]) if acts and current is not original else None
     aff1 = current[0].affine_matrix().T if W1 is not None and current[0].skip != "none" else None
     for i, (z, y) in enumerate(blocks):
